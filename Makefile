@@ -1,0 +1,40 @@
+# Stepwise: `make run` serves on http://127.0.0.1:3000, `make test` runs the whole suite.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON_PREFERENCE := only-system
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY := .venv/bin/python
+
+.PHONY: run test lint format setup migrate bench clean
+
+# uv comes from PyPI; installed into .tools/ when the machine has none.
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python python3
+	@touch $@
+
+setup: .venv/.synced
+
+run: setup
+	$(PY) -m app dev
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check app steps tests bench migrations
+	.venv/bin/ruff format --check app steps tests bench migrations
+	.venv/bin/mypy app
+
+format: setup
+	.venv/bin/ruff format app steps tests bench migrations
+	.venv/bin/ruff check --fix app steps tests bench migrations
+
+migrate: setup
+	$(PY) -m app migrate
+
+clean:
+	rm -rf .venv .tools var/*.db var/*.db-* .pytest_cache .mypy_cache .ruff_cache

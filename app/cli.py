@@ -1,0 +1,286 @@
+"""`python -m app ...` (also `stepwise ...`): run, migrate, inspect and operate a project."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.runtime import EmitError, StepConfigError
+from app.settings import Settings, get_settings
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+# -- serving ------------------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    _migrate(settings)
+    uvicorn.run(
+        "app.main:create_dev_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        reload=not args.no_reload,
+        reload_dirs=["app", "steps"],
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "app.main:create_api_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level="warning",
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    asyncio.run(_run_worker(_settings(), args.concurrency))
+    return 0
+
+
+async def _run_worker(settings: Settings, concurrency: int | None) -> None:
+    from app.main import build_runtime
+    from app.runtime import configure_logging, get_logger
+
+    configure_logging(settings.log_level, settings.resolved_log_format)
+    runtime = build_runtime(settings)
+    log = get_logger(component="worker-process")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start(worker=True, concurrency=concurrency)
+    log.info("worker process ready", steps=[s.name for s in runtime.registry.queued_steps])
+    await stop.wait()
+    log.info("stopping: finishing running handlers", grace=settings.shutdown_grace_seconds)
+    await runtime.stop()
+    await runtime.engine.dispose()
+
+
+# -- database -----------------------------------------------------------------------------------
+
+
+def _migrate(settings: Settings) -> None:
+    from app.db import migrate
+
+    migrate(settings.database_url)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings()
+    _migrate(settings)
+    print(f"migrations applied ({_backend(settings)})")
+    return 0
+
+
+def _backend(settings: Settings) -> str:
+    return "postgres" if settings.database_url.startswith("postgres") else "sqlite"
+
+
+# -- inspection ---------------------------------------------------------------------------------
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from app.runtime._graph import graph_data, graph_mermaid, graph_text
+    from app.runtime._steps import discover
+
+    registry = discover(_settings().steps_dir)
+    if args.format == "json":
+        print(json.dumps(graph_data(registry), indent=2, default=str))
+    elif args.format == "mermaid":
+        print(graph_mermaid(registry))
+    else:
+        print(graph_text(registry))
+    for warning in registry.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+# -- operating ----------------------------------------------------------------------------------
+
+
+async def _with_runtime(fn: Any) -> Any:
+    from app.main import build_runtime
+
+    runtime = build_runtime(_settings())
+    try:
+        return await fn(runtime)
+    finally:
+        await runtime.engine.dispose()
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        print(f"error: DATA is not JSON: {exc}", file=sys.stderr)
+        return 2
+
+    async def emit(runtime: Any) -> str:
+        event_id: str = await runtime.emit(
+            args.topic, data, delay=args.delay, message_group_id=args.group
+        )
+        return event_id
+
+    try:
+        event_id = asyncio.run(_with_runtime(emit))
+    except EmitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"emitted {args.topic} (event {event_id})")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    if args.dlq_command == "list":
+        letters = asyncio.run(_with_runtime(lambda rt: rt.dead_letters(args.limit)))
+        if args.json:
+            print(json.dumps(letters, indent=2, default=str))
+            return 0
+        if not letters:
+            print("no dead letters")
+        for letter in letters:
+            last = letter["errors"][-1]["error"] if letter["errors"] else ""
+            print(
+                f"#{letter['id']}  {letter['step']}  topic={letter['topic']}  "
+                f"attempts={letter['attempts']}  trace={letter['trace_id']}\n    {last}"
+            )
+        return 0
+    if not args.all and not args.ids:
+        print("error: give dead letter ids or --all", file=sys.stderr)
+        return 2
+    ids = None if args.all else [int(i) for i in args.ids]
+    replayed = asyncio.run(_with_runtime(lambda rt: rt.replay(ids)))
+    print(f"replayed {len(replayed)} dead letter(s)" + (f": {replayed}" if replayed else ""))
+    return 0
+
+
+# -- scaffolding --------------------------------------------------------------------------------
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"[^0-9A-Za-z]+", "_", name)
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return name.strip("_").lower()
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in _snake(name).split("_"))
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from app.scaffold import render_step, render_test
+
+    snake, pascal = _snake(args.name), _pascal(args.name)
+    if not snake or not snake[0].isalpha():
+        print("error: NAME must start with a letter", file=sys.stderr)
+        return 2
+    feature = _snake(args.feature) if args.feature else snake
+    steps_dir = _settings().steps_dir
+    step_file = steps_dir / feature / f"{snake}_step.py"
+    test_file = Path("tests") / "steps" / feature / f"test_{snake}_step.py"
+    for path in (step_file, test_file):
+        if path.exists():
+            print(f"error: {path} already exists", file=sys.stderr)
+            return 2
+    for folder in (step_file.parent, test_file.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    init = step_file.parent / "__init__.py"
+    if not init.exists():
+        init.write_text(f'"""The {feature} feature."""\n')
+    step_file.write_text(render_step(args.type, pascal, snake, feature))
+    test_file.write_text(render_test(args.type, pascal, snake, feature, str(step_file)))
+    print(f"created {step_file}\ncreated {test_file}")
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepwise", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("dev", help="everything in one process with reload (API, worker, cron)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
+    p.set_defaults(fn=cmd_dev)
+
+    p = sub.add_parser("api", help="HTTP only: API, streams, Workbench")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(fn=cmd_api)
+
+    p = sub.add_parser("worker", help="event deliveries and cron firings only")
+    p.add_argument("--concurrency", type=int, help="deliveries run at once (default: settings)")
+    p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("migrate", help="apply the database migrations (Alembic upgrade head)")
+    p.set_defaults(fn=cmd_migrate)
+
+    p = sub.add_parser("graph", help="the step graph as text, JSON or Mermaid")
+    p.add_argument("--format", choices=["text", "json", "mermaid"], default="text")
+    p.set_defaults(fn=cmd_graph)
+
+    p = sub.add_parser("emit", help="publish an event by hand")
+    p.add_argument("topic")
+    p.add_argument("data", help='the event data as JSON, e.g. \'{"text": "hi"}\'')
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before it is delivered")
+    p.add_argument("--group", help="message group id (FIFO within the group)")
+    p.set_defaults(fn=cmd_emit)
+
+    p = sub.add_parser("dlq", help="dead letters: list or replay")
+    dlq = p.add_subparsers(dest="dlq_command", required=True)
+    q = dlq.add_parser("list", help="list dead letters with their errors")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--limit", type=int, default=100)
+    q = dlq.add_parser("replay", help="put dead letters back in the queue")
+    q.add_argument("ids", nargs="*")
+    q.add_argument("--all", action="store_true")
+    p.set_defaults(fn=cmd_dlq)
+
+    p = sub.add_parser("new", help="scaffold a step file and its test")
+    new = p.add_subparsers(dest="what", required=True)
+    q = new.add_parser("step", help="a new step")
+    q.add_argument("name", help="e.g. SendInvoice")
+    q.add_argument("--type", choices=["api", "event", "cron"], default="api")
+    q.add_argument("--feature", help="the folder under steps/ (default: from the name)")
+    p.set_defaults(fn=cmd_new)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except StepConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

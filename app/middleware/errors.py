@@ -1,0 +1,144 @@
+"""The error envelope: every error the app produces, as `{error, code, details, trace_id}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.i18n import translate
+from app.runtime import AppError, get_logger
+from app.runtime._json import dumps_bytes
+
+_HTTP_CODES = {
+    400: ("bad_request", "error.bad_request"),
+    401: ("unauthorized", "error.unauthorized"),
+    403: ("forbidden", "error.forbidden"),
+    404: ("not_found", "error.not_found"),
+    405: ("method_not_allowed", "error.method_not_allowed"),
+    409: ("conflict", "error.conflict"),
+    413: ("payload_too_large", "error.payload_too_large"),
+    429: ("rate_limited", "error.rate_limited"),
+    503: ("unavailable", "error.unavailable"),
+}
+
+log = get_logger(component="errors")
+
+
+def envelope(
+    scope: Scope,
+    status: int,
+    code: str,
+    message_key: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    **params: Any,
+) -> Response:
+    locale = scope.get("locale", "en")
+    body = {
+        "error": translate(message_key, locale, **params),
+        "code": code,
+        "details": details or [],
+        "trace_id": scope.get("trace_id"),
+    }
+    return Response(
+        dumps_bytes(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def validation_details(errors: Any, locale: str) -> list[dict[str, Any]]:
+    """One entry per failing field: where it is, what is wrong, the pydantic error type."""
+    details = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] == "body" and len(loc) > 1:
+            loc = loc[1:]
+        elif loc and loc[0] in ("query", "path", "header"):
+            loc = loc[1:] or loc
+        key = f"validation.{err.get('type')}"
+        text = translate(key, locale, **_ctx(err))
+        details.append(
+            {
+                "field": ".".join(loc) or "body",
+                "message": text if text != key else err.get("msg", "invalid"),
+                "type": err.get("type"),
+            }
+        )
+    return details
+
+
+def _ctx(err: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (err.get("ctx") or {}).items() if isinstance(v, str | int | float)}
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return envelope(
+        request.scope, exc.status, exc.code, exc.message_key, exc.details, exc.headers, **exc.params
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    locale = request.scope.get("locale", "en")
+    return envelope(
+        request.scope,
+        400,
+        "validation_failed",
+        "error.validation_failed",
+        validation_details(exc.errors(), locale),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code, key = _HTTP_CODES.get(exc.status_code, ("http_error", "error.http"))
+    if exc.status_code >= 500 and exc.status_code not in _HTTP_CODES:
+        code, key = "internal", "error.internal"
+    headers = dict(exc.headers or {})
+    return envelope(request.scope, exc.status_code, code, key, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+class UnhandledErrorMiddleware:
+    """Pure ASGI, inside the trace middleware: an exception nobody handled becomes a 500 envelope
+    that leaks nothing, and is logged with its trace id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.exception(
+                "unhandled error",
+                path=scope.get("path"),
+                method=scope.get("method"),
+                trace_id=scope.get("trace_id"),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            if started:
+                raise
+            response = envelope(scope, 500, "internal", "error.internal")
+            await response(scope, receive, send)

@@ -1,0 +1,320 @@
+"""The Runtime: the registry of steps, the database, the worker, the scheduler and the API glue."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _json, _store
+from ._api import mount_api_steps
+from ._clock import Clock
+from ._config import ApiStepConfig, CronStepConfig, EventStepConfig
+from ._context import Context, encode_event_data, new_id, validate_event_data
+from ._cron import CronScheduler
+from ._errors import AppError, EmitError
+from ._logging import get_logger
+from ._recorder import Recorder, StepRun
+from ._steps import Registry, Step, discover
+from ._store import NewEvent
+from ._streams import Streams
+from ._tracing import new_trace_id
+from ._unit import Unit, _ReadConnection, notify_new_work
+from ._wakeup import CHANNEL, PgListener
+from ._worker import Worker
+
+Translator = Callable[..., str]
+
+
+@dataclass
+class RuntimeSettings:
+    """Knobs of the engine; the application fills them from its settings."""
+
+    worker_concurrency: int = 32
+    lease_seconds: float = 15.0
+    lease_renew_seconds: float = 5.0
+    poll_seconds: float = 5.0  # fallback poll with LISTEN/NOTIFY (Postgres)
+    sqlite_poll_seconds: float = 1.0  # SQLite has no NOTIFY across processes
+    shutdown_grace_seconds: float = 10.0
+    claim_batch: int = 100
+    commit_batch: int = 500
+    record_runs: bool = True
+
+
+def _default_translate(key: str, locale: str, **params: Any) -> str:
+    return key.format(**params) if params else key
+
+
+class Runtime:
+    """One per process. Built from a steps folder and an engine; started by the app's lifespan."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        engine: AsyncEngine,
+        *,
+        settings: RuntimeSettings | None = None,
+        clock: Clock | None = None,
+        translator: Translator | None = None,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.settings = settings or RuntimeSettings()
+        self.clock = clock or Clock()
+        self.translator = translator or _default_translate
+        self.logger = get_logger()
+        self.recorder = Recorder(engine)
+        self.recorder.enabled = self.settings.record_runs
+        self.worker: Worker | None = None
+        self.scheduler: CronScheduler | None = None
+        self.listener: PgListener | None = None
+        self.streams: dict[str, Any] = {}
+        self._notify_listeners: dict[str, list[Callable[[], None]]] = {}
+        self.started = False
+
+    @classmethod
+    def from_folder(cls, steps_dir: Path, engine: AsyncEngine, **kwargs: Any) -> Runtime:
+        return cls(discover(steps_dir), engine, **kwargs)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @property
+    def poll_seconds(self) -> float:
+        if self.is_sqlite:
+            return self.settings.sqlite_poll_seconds
+        return self.settings.poll_seconds
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(
+        self, *, worker: bool = True, scheduler: bool | None = None, concurrency: int | None = None
+    ) -> None:
+        """Start background work. `worker`: run deliveries; `scheduler`: enqueue cron firings."""
+        scheduler = worker if scheduler is None else scheduler
+        self.recorder.start()
+        if worker and self.registry.queued_steps:
+            self.worker = Worker(self, concurrency=concurrency or self.settings.worker_concurrency)
+            await self.worker.start()
+        if not self.is_sqlite and (self.worker is not None or self._notify_listeners):
+            channels = sorted({CHANNEL, *self._notify_listeners})
+            self.listener = PgListener(self.engine.url, self._on_notify, channels)
+            self.listener.start()
+        if scheduler:
+            self.scheduler = CronScheduler(self)
+            await self.scheduler.start()
+        self.started = True
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.worker is not None:
+            await self.worker.stop(grace)
+        if self.listener is not None:
+            await self.listener.stop()
+        await self.recorder.stop()
+        self.started = False
+
+    def on_notify(self, channel: str, callback: Callable[[], None]) -> None:
+        """Be called when another instance NOTIFYs `channel` (registered before `start`)."""
+        self._notify_listeners.setdefault(channel, []).append(callback)
+
+    def _on_notify(self, channel: str) -> None:
+        if channel == CHANNEL:
+            if self.worker is not None:
+                self.worker.wake()
+            return
+        for callback in self._notify_listeners.get(channel, []):
+            callback()
+
+    def notify_local(self) -> None:
+        """New work was committed by this process: wake our own worker at once."""
+        if self.worker is not None:
+            self.worker.wake()
+
+    def read_connection(self) -> _ReadConnection:
+        return _ReadConnection(self.engine)
+
+    def mount(self, app: FastAPI) -> None:
+        mount_api_steps(app, self)
+
+    # -- contexts and calls ---------------------------------------------------------------------
+
+    def new_trace_id(self) -> str:
+        return new_trace_id()
+
+    def context(
+        self,
+        step: Step,
+        unit: Unit,
+        *,
+        trace_id: str,
+        attempt: int = 1,
+        locale: str = "en",
+        user: Any = None,
+    ) -> Context:
+        return Context(
+            self, step, unit, trace_id=trace_id, attempt=attempt, locale=locale, user=user
+        )
+
+    def streams_for(self, unit: Unit, ctx: Context) -> Streams:
+        return Streams({name: stream.bind(unit, ctx) for name, stream in self.streams.items()})
+
+    def translate(self, key: str, locale: str, **params: Any) -> str:
+        return self.translator(key, locale, **params)
+
+    async def run_api(self, step: Step, req: Any, *, trace_id: str, locale: str = "en") -> Any:
+        """Run an API step's handler (through its middleware) and commit its effects."""
+        assert step.handler is not None and isinstance(step.config, ApiStepConfig)
+        unit = Unit(self.engine, self.clock.now)
+        ctx = self.context(step, unit, trace_id=trace_id, locale=locale, user=req.user)
+        started = self.clock.now()
+        t0 = time.perf_counter()
+        outcome, error = "ok", None
+        try:
+            call: Callable[[], Awaitable[Any]] = functools.partial(step.handler.invoke, req, ctx)
+            for middleware in reversed(step.config.middleware):
+                call = functools.partial(_call_middleware, middleware, req, ctx, call)
+            result = await call()
+            unit.closed = True
+            await unit.commit()
+            if unit.emits:
+                self.notify_local()
+            return result
+        except BaseException as exc:
+            await unit.rollback()
+            outcome = "error"
+            error = f"{exc.code}" if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.recorder.record(
+                StepRun(
+                    trace_id=trace_id,
+                    step=step.name,
+                    kind="api",
+                    attempt=1,
+                    started_at=started,
+                    duration_ms=(time.perf_counter() - t0) * 1000,
+                    outcome=outcome,
+                    error=error,
+                    detail=f"{req.method} {req.path}",
+                )
+            )
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def build_event(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        trace_id: str,
+        emitted_by: Step | None,
+        delay: float = 0.0,
+        message_group_id: str | None = None,
+    ) -> NewEvent:
+        """Check an emit (declared topic, data fits every subscriber) and prepare its rows."""
+        if emitted_by is not None and topic not in emitted_by.config.emit_topics:
+            declared = ", ".join(sorted(emitted_by.config.emit_topics)) or "none"
+            raise EmitError(
+                f"step {emitted_by.name!r} emitted topic {topic!r}, which it does not declare "
+                f"in `emits` (declared: {declared})"
+            )
+        if delay < 0:
+            raise EmitError(f"emit of {topic!r}: delay must be >= 0 seconds")
+        subscribers = self.registry.subscribers.get(topic, [])
+        for sub in subscribers:
+            assert isinstance(sub.config, EventStepConfig)
+            if sub.config.input is not None:
+                validate_event_data(sub, topic, data, sub.config.input)
+        source = emitted_by.name if emitted_by is not None else "cli"
+        return NewEvent(
+            id=new_id(),
+            topic=topic,
+            data=encode_event_data(source, topic, data),
+            trace_id=trace_id,
+            emitted_by=emitted_by.name if emitted_by is not None else None,
+            delay=delay,
+            message_group_id=str(message_group_id) if message_group_id is not None else None,
+            subscribers=[
+                (s.name, s.config.retry.max_attempts)  # type: ignore[union-attr]
+                for s in subscribers
+            ],
+        )
+
+    async def emit(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        trace_id: str | None = None,
+        delay: float = 0.0,
+        message_group_id: str | None = None,
+    ) -> str:
+        """Publish an event from outside any step (the CLI, tests); returns its id."""
+        if topic not in self.registry.topics():
+            raise EmitError(f"no step emits or subscribes to topic {topic!r}")
+        new = self.build_event(
+            topic,
+            data,
+            trace_id=trace_id or new_trace_id(),
+            emitted_by=None,
+            delay=delay,
+            message_group_id=message_group_id,
+        )
+        async with self.engine.begin() as conn:
+            await _store.insert_events(conn, [new], self.clock.now())
+            await notify_new_work(conn)
+        self.notify_local()
+        return new.id
+
+    # -- cron and dead letters ------------------------------------------------------------------
+
+    async def fire_cron(self, name: str) -> None:
+        """Run a cron step now (the Workbench's button), outside its schedule."""
+        step = self.registry.by_name.get(name)
+        if step is None or not isinstance(step.config, CronStepConfig):
+            raise KeyError(f"no cron step named {name!r}")
+        scheduler = self.scheduler or CronScheduler(self)
+        await scheduler.fire(step, self.clock.now(), manual=True)
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.read_connection() as conn:
+            return await _store.list_dead(conn, limit)
+
+    async def replay(self, ids: Sequence[int] | None) -> list[int]:
+        """Put dead letters back (all of them with None); returns the ids replayed."""
+        async with self.engine.begin() as conn:
+            replayed = await _store.replay_dead(conn, ids, self.clock.now())
+            if replayed:
+                await notify_new_work(conn)
+        self.notify_local()
+        return replayed
+
+    async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        from sqlalchemy import select
+
+        from ._schema import deliveries
+
+        async with self.read_connection() as conn:
+            row = (
+                await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))
+            ).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        data["errors"] = _json.loads(data["errors"])
+        return data
+
+
+async def _call_middleware(
+    middleware: Callable[..., Any], req: Any, ctx: Context, nxt: Callable[[], Awaitable[Any]]
+) -> Any:
+    return await middleware(req, ctx, nxt)

@@ -1,0 +1,112 @@
+"""The runtime's own tables: state, the event outbox, deliveries, cron marks, step runs, streams."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; Postgres gets a BIGINT identity.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+state = Table(
+    "stepwise_state",
+    metadata,
+    Column("group_id", String(255), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON text
+    Column("updated_at", Double, nullable=False),
+)
+
+events = Table(
+    "stepwise_events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("topic", String(200), nullable=False),
+    Column("data", Text, nullable=False),  # JSON text
+    Column("trace_id", String(64), nullable=False),
+    Column("emitted_by", String(100), nullable=True),
+    Column("created_at", Double, nullable=False),
+    Index("ix_stepwise_events_trace_id", "trace_id"),
+)
+
+deliveries = Table(
+    "stepwise_deliveries",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=True),  # None for cron firings
+    Column("step", String(100), nullable=False),
+    Column("topic", String(200), nullable=True),
+    # pending -> running -> done | pending (retry) | dead
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("available_at", Double, nullable=False),
+    Column("lease_token", String(64), nullable=True),
+    Column("lease_owner", String(120), nullable=True),
+    Column("lease_expires_at", Double, nullable=True),
+    Column("message_group_id", String(200), nullable=True),
+    Column("dedupe_key", String(255), nullable=True, unique=True),
+    Column("trace_id", String(64), nullable=False),
+    Column("errors", Text, nullable=False, default="[]"),  # JSON list, one entry per failure
+    Column("created_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=True),
+    Index("ix_stepwise_deliveries_status_available", "status", "available_at"),
+    Index("ix_stepwise_deliveries_step_status", "step", "status"),
+    Index("ix_stepwise_deliveries_group", "step", "message_group_id", "id"),
+    Index("ix_stepwise_deliveries_trace_id", "trace_id"),
+)
+
+cron_marks = Table(
+    "stepwise_cron",
+    metadata,
+    Column("step", String(100), primary_key=True),
+    Column("last_fire_at", Double, nullable=False),
+)
+
+step_runs = Table(
+    "stepwise_runs",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("trace_id", String(64), nullable=False),
+    Column("step", String(100), nullable=False),
+    Column("kind", String(8), nullable=False),  # api | event | cron
+    Column("delivery_id", BigInteger, nullable=True),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("duration_ms", Double, nullable=False),
+    Column("outcome", String(16), nullable=False),  # ok | error | timeout | lost | dead
+    Column("error", Text, nullable=True),
+    Column("detail", Text, nullable=True),  # e.g. "POST /messages 202" or the topic
+    Index("ix_stepwise_runs_trace_id", "trace_id"),
+    Index("ix_stepwise_runs_step_started", "step", "started_at"),
+)
+
+stream_items = Table(
+    "stepwise_stream_items",
+    metadata,
+    Column("stream", String(100), primary_key=True),
+    Column("group_id", String(255), primary_key=True),
+    Column("id", String(255), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)

@@ -1,0 +1,533 @@
+"""The SQL of the runtime: state reads and writes, the outbox, claims, acks, retries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import _json
+from ._schema import cron_marks, deliveries, events, state
+
+# ---------------------------------------------------------------------------------------------
+# State
+
+
+@dataclass(slots=True)
+class StateOp:
+    kind: str  # "set" | "delete" | "clear"
+    group: str
+    key: str | None = None
+    value: str | None = None  # JSON text for "set"
+
+
+_UPSERT_STATE = text(
+    "INSERT INTO stepwise_state (group_id, key, value, updated_at) "
+    "VALUES (:g, :k, :v, :t) "
+    "ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, "
+    "updated_at = excluded.updated_at"
+)
+_DELETE_STATE = text("DELETE FROM stepwise_state WHERE group_id = :g AND key = :k")
+_CLEAR_STATE = text("DELETE FROM stepwise_state WHERE group_id = :g")
+
+
+async def apply_state_ops(conn: AsyncConnection, ops: Sequence[StateOp], now: float) -> None:
+    """Apply ops in order; consecutive ops of one kind go to the database as one executemany."""
+    i = 0
+    while i < len(ops):
+        kind = ops[i].kind
+        j = i
+        while j < len(ops) and ops[j].kind == kind:
+            j += 1
+        run = ops[i:j]
+        if kind == "set":
+            await conn.execute(
+                _UPSERT_STATE, [{"g": o.group, "k": o.key, "v": o.value, "t": now} for o in run]
+            )
+        elif kind == "delete":
+            await conn.execute(_DELETE_STATE, [{"g": o.group, "k": o.key} for o in run])
+        else:
+            await conn.execute(_CLEAR_STATE, [{"g": o.group} for o in run])
+        i = j
+
+
+_GET = select(state.c.value).where(
+    state.c.group_id == bindparam("g"), state.c.key == bindparam("k")
+)
+_GET_GROUP = select(state.c.key, state.c.value).where(state.c.group_id == bindparam("g"))
+
+
+async def read_state(conn: AsyncConnection, group: str, key: str) -> str | None:
+    return (await conn.execute(_GET, {"g": group, "k": key})).scalar_one_or_none()
+
+
+async def read_state_group(conn: AsyncConnection, group: str) -> dict[str, str]:
+    rows = (await conn.execute(_GET_GROUP, {"g": group})).all()
+    return {key: value for key, value in rows}
+
+
+async def lock_state(conn: AsyncConnection, group: str, key: str) -> str | None:
+    """Read a value holding its row lock until the transaction ends (SQLite: the write lock)."""
+    if conn.dialect.name == "postgresql":
+        # Materialize the row first so that FOR UPDATE has something to lock even when absent.
+        await conn.execute(
+            text(
+                "INSERT INTO stepwise_state (group_id, key, value, updated_at) "
+                "VALUES (:g, :k, 'null', 0) ON CONFLICT (group_id, key) DO NOTHING"
+            ),
+            {"g": group, "k": key},
+        )
+        row = (await conn.execute(_GET.with_for_update(), {"g": group, "k": key})).first()
+        if row is None or (row[0] == "null"):
+            return None
+        return str(row[0])
+    return await read_state(conn, group, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# The outbox: events and their deliveries
+
+
+@dataclass(slots=True)
+class NewEvent:
+    id: str
+    topic: str
+    data: str  # JSON text
+    trace_id: str
+    emitted_by: str | None
+    delay: float = 0.0
+    message_group_id: str | None = None
+    # (step name, max attempts) for each subscriber
+    subscribers: list[tuple[str, int]] = field(default_factory=list)
+
+
+async def insert_events(conn: AsyncConnection, new: Sequence[NewEvent], now: float) -> int:
+    """Write events and one delivery per subscriber. Returns the number of deliveries."""
+    if not new:
+        return 0
+    await conn.execute(
+        insert(events),
+        [
+            {
+                "id": e.id,
+                "topic": e.topic,
+                "data": e.data,
+                "trace_id": e.trace_id,
+                "emitted_by": e.emitted_by,
+                "created_at": now,
+            }
+            for e in new
+        ],
+    )
+    rows = [
+        {
+            "event_id": e.id,
+            "step": step,
+            "topic": e.topic,
+            "status": "pending",
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "available_at": now + e.delay,
+            "message_group_id": e.message_group_id,
+            "trace_id": e.trace_id,
+            "errors": "[]",
+            "created_at": now,
+        }
+        for e in new
+        for step, max_attempts in e.subscribers
+    ]
+    if rows:
+        await conn.execute(insert(deliveries), rows)
+    return len(rows)
+
+
+async def insert_cron_firing(
+    conn: AsyncConnection,
+    *,
+    step: str,
+    fire_at: float,
+    dedupe_key: str,
+    trace_id: str,
+    max_attempts: int,
+    now: float,
+) -> bool:
+    """Enqueue one cron firing; False when another scheduler already did (unique dedupe key)."""
+    inserted = await conn.execute(
+        text(
+            "INSERT INTO stepwise_deliveries (event_id, step, topic, status, attempts, "
+            "max_attempts, available_at, dedupe_key, trace_id, errors, created_at) "
+            "VALUES (NULL, :step, NULL, 'pending', 0, :max, :avail, :key, :trace, '[]', :now) "
+            "ON CONFLICT (dedupe_key) DO NOTHING"
+        ),
+        {
+            "step": step,
+            "max": max_attempts,
+            "avail": now,
+            "key": dedupe_key,
+            "trace": trace_id,
+            "now": now,
+        },
+    )
+    await conn.execute(
+        text(
+            "INSERT INTO stepwise_cron (step, last_fire_at) VALUES (:step, :at) "
+            "ON CONFLICT (step) DO UPDATE SET last_fire_at = CASE "
+            "WHEN excluded.last_fire_at > stepwise_cron.last_fire_at "
+            "THEN excluded.last_fire_at ELSE stepwise_cron.last_fire_at END"
+        ),
+        {"step": step, "at": fire_at},
+    )
+    return bool(inserted.rowcount)
+
+
+async def mark_cron_baseline(conn: AsyncConnection, step: str, at: float) -> None:
+    """Remember when a cron step's schedule starts, without firing it."""
+    await conn.execute(
+        text(
+            "INSERT INTO stepwise_cron (step, last_fire_at) VALUES (:s, :t) "
+            "ON CONFLICT (step) DO NOTHING"
+        ),
+        {"s": step, "t": at},
+    )
+
+
+async def cron_last_fire(conn: AsyncConnection, step: str) -> float | None:
+    return (
+        await conn.execute(select(cron_marks.c.last_fire_at).where(cron_marks.c.step == step))
+    ).scalar_one_or_none()
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims, acks and retries
+
+
+@dataclass(slots=True)
+class Claimed:
+    id: int
+    step: str
+    topic: str | None
+    event_id: str | None
+    data: str | None
+    attempt: int
+    max_attempts: int
+    trace_id: str
+    lease_token: str
+    message_group_id: str | None
+    available_at: float
+
+
+_CLAIM_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.step,
+    deliveries.c.topic,
+    deliveries.c.event_id,
+    deliveries.c.attempts,
+    deliveries.c.max_attempts,
+    deliveries.c.trace_id,
+    deliveries.c.message_group_id,
+    deliveries.c.available_at,
+)
+
+
+def _claimable(now: float) -> Any:
+    return or_(
+        and_(deliveries.c.status == "pending", deliveries.c.available_at <= now),
+        and_(deliveries.c.status == "running", deliveries.c.lease_expires_at < now),
+    )
+
+
+def _fifo_head() -> Any:
+    """A delivery with a message group runs only when nothing earlier of its group is unfinished."""
+    earlier = deliveries.alias("earlier")
+    return or_(
+        deliveries.c.message_group_id.is_(None),
+        ~select(earlier.c.id)
+        .where(
+            earlier.c.step == deliveries.c.step,
+            earlier.c.message_group_id == deliveries.c.message_group_id,
+            earlier.c.id < deliveries.c.id,
+            earlier.c.status.in_(("pending", "running")),
+        )
+        .exists(),
+    )
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    steps: Iterable[str],
+    limit: int,
+    now: float,
+    owner: str,
+    token_prefix: str,
+    lease_seconds: float,
+) -> list[Claimed]:
+    """Lease up to `limit` due deliveries of `steps` (SKIP LOCKED on Postgres)."""
+    step_list = list(steps)
+    if limit <= 0 or not step_list:
+        return []
+    candidates = (
+        select(deliveries.c.id)
+        .where(deliveries.c.step.in_(step_list), _claimable(now), _fifo_head())
+        .order_by(deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [row[0] for row in (await conn.execute(candidates)).all()]
+    if not ids:
+        return []
+    return await _lease(conn, ids, now, owner, token_prefix, lease_seconds)
+
+
+async def running_count(conn: AsyncConnection, step: str, now: float) -> int:
+    return int(
+        (
+            await conn.execute(
+                select(func.count())
+                .select_from(deliveries)
+                .where(
+                    deliveries.c.step == step,
+                    deliveries.c.status == "running",
+                    deliveries.c.lease_expires_at >= now,
+                )
+            )
+        ).scalar_one()
+    )
+
+
+async def lock_step_claims(conn: AsyncConnection, step: str) -> None:
+    """Serialize claims of one step across workers (for its global concurrency limit)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"stepwise:{step}"}
+        )
+
+
+async def _lease(
+    conn: AsyncConnection,
+    ids: list[int],
+    now: float,
+    owner: str,
+    token_prefix: str,
+    lease_seconds: float,
+) -> list[Claimed]:
+    rows = [{"b_id": delivery_id, "b_token": f"{token_prefix}{delivery_id}"} for delivery_id in ids]
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.id == bindparam("b_id"))
+        .values(
+            status="running",
+            attempts=deliveries.c.attempts + 1,
+            lease_token=bindparam("b_token"),
+            lease_owner=owner,
+            lease_expires_at=now + lease_seconds,
+        )
+    )
+    await conn.execute(stmt, rows)
+    data_rows = (
+        await conn.execute(
+            select(*_CLAIM_COLUMNS, events.c.data)
+            .select_from(deliveries.outerjoin(events, events.c.id == deliveries.c.event_id))
+            .where(deliveries.c.id.in_(ids))
+            .order_by(deliveries.c.id)
+        )
+    ).all()
+    return [
+        Claimed(
+            id=r.id,
+            step=r.step,
+            topic=r.topic,
+            event_id=r.event_id,
+            data=r.data,
+            attempt=r.attempts,
+            max_attempts=r.max_attempts,
+            trace_id=r.trace_id,
+            lease_token=f"{token_prefix}{r.id}",
+            message_group_id=r.message_group_id,
+            available_at=r.available_at,
+        )
+        for r in data_rows
+    ]
+
+
+async def ack(conn: AsyncConnection, tokens: Sequence[str], now: float) -> set[int]:
+    """Mark leased deliveries done; returns the ids of those that still held their lease."""
+    if not tokens:
+        return set()
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.lease_token.in_(list(tokens)), deliveries.c.status == "running")
+        .values(status="done", lease_token=None, lease_expires_at=None, finished_at=now)
+        .returning(deliveries.c.id),
+    )
+    return {row[0] for row in result}
+
+
+@dataclass(slots=True)
+class Failure:
+    token: str
+    delivery_id: int
+    attempt: int
+    error: str
+    retry_at: float | None  # None: dead letter
+
+
+async def record_failures(conn: AsyncConnection, failures: Sequence[Failure], now: float) -> None:
+    for f in failures:
+        row = (
+            await conn.execute(
+                select(deliveries.c.errors).where(
+                    deliveries.c.id == f.delivery_id, deliveries.c.lease_token == f.token
+                )
+            )
+        ).first()
+        if row is None:
+            continue  # the lease was lost: whoever holds it now decides
+        errors = _json.loads(row[0])
+        errors.append({"attempt": f.attempt, "error": f.error[:4000], "at": now})
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == f.delivery_id, deliveries.c.lease_token == f.token)
+            .values(
+                status="dead" if f.retry_at is None else "pending",
+                available_at=f.retry_at if f.retry_at is not None else deliveries.c.available_at,
+                lease_token=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=now if f.retry_at is None else None,
+                errors=_json.dumps(errors[-50:]),
+            )
+        )
+
+
+async def renew_leases(conn: AsyncConnection, tokens: Sequence[str], expires_at: float) -> int:
+    if not tokens:
+        return 0
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.lease_token.in_(list(tokens)), deliveries.c.status == "running")
+        .values(lease_expires_at=expires_at)
+    )
+    return int(result.rowcount)
+
+
+async def release_leases(conn: AsyncConnection, tokens: Sequence[str]) -> int:
+    """Give deliveries back untouched (shutdown): the attempt they were claimed for is undone."""
+    if not tokens:
+        return 0
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.lease_token.in_(list(tokens)), deliveries.c.status == "running")
+        .values(
+            status="pending",
+            attempts=deliveries.c.attempts - 1,
+            lease_token=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    return int(result.rowcount)
+
+
+async def expire_leases_of(conn: AsyncConnection, owners: Sequence[str]) -> int:
+    """Make the leases of dead worker processes claimable at once."""
+    if not owners:
+        return 0
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.lease_owner.in_(list(owners)), deliveries.c.status == "running")
+        .values(lease_expires_at=0.0)
+    )
+    return int(result.rowcount)
+
+
+async def lease_owners(conn: AsyncConnection) -> list[str]:
+    rows = await conn.execute(
+        select(deliveries.c.lease_owner)
+        .where(deliveries.c.status == "running", deliveries.c.lease_owner.is_not(None))
+        .distinct()
+    )
+    return [r[0] for r in rows]
+
+
+async def next_due(conn: AsyncConnection, steps: Iterable[str]) -> float | None:
+    """When the earliest pending delivery becomes due or the earliest lease expires."""
+    step_list = list(steps)
+    if not step_list:
+        return None
+    pending = (
+        select(func.min(deliveries.c.available_at))
+        .where(deliveries.c.status == "pending", deliveries.c.step.in_(step_list))
+        .scalar_subquery()
+    )
+    leased = (
+        select(func.min(deliveries.c.lease_expires_at))
+        .where(deliveries.c.status == "running", deliveries.c.step.in_(step_list))
+        .scalar_subquery()
+    )
+    row = (await conn.execute(select(pending, leased))).first()
+    values = [v for v in (row or ()) if v is not None]
+    return min(values) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Dead letters
+
+
+async def list_dead(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(
+            deliveries.c.id,
+            deliveries.c.step,
+            deliveries.c.topic,
+            deliveries.c.event_id,
+            deliveries.c.attempts,
+            deliveries.c.trace_id,
+            deliveries.c.errors,
+            deliveries.c.finished_at,
+            deliveries.c.created_at,
+            events.c.data,
+        )
+        .select_from(deliveries.outerjoin(events, events.c.id == deliveries.c.event_id))
+        .where(deliveries.c.status == "dead")
+        .order_by(deliveries.c.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "id": r.id,
+            "step": r.step,
+            "topic": r.topic,
+            "event_id": r.event_id,
+            "attempts": r.attempts,
+            "trace_id": r.trace_id,
+            "errors": _json.loads(r.errors),
+            "data": _json.loads(r.data) if r.data is not None else None,
+            "created_at": r.created_at,
+            "dead_at": r.finished_at,
+        }
+        for r in rows
+    ]
+
+
+async def replay_dead(conn: AsyncConnection, ids: Sequence[int] | None, now: float) -> list[int]:
+    """Put dead letters back in the queue with fresh attempts. Replaying twice is a no-op."""
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.status == "dead")
+        .values(status="pending", attempts=0, available_at=now, finished_at=None)
+        .returning(deliveries.c.id)
+    )
+    if ids is not None:
+        stmt = stmt.where(deliveries.c.id.in_(list(ids)))
+    return sorted(r[0] for r in await conn.execute(stmt))
+
+
+async def purge_done(conn: AsyncConnection, before: float) -> int:
+    result = await conn.execute(
+        delete(deliveries).where(deliveries.c.status == "done", deliveries.c.finished_at < before)
+    )
+    return int(result.rowcount)

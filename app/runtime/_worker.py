@@ -1,0 +1,423 @@
+"""The worker: claims deliveries, runs handlers with leases and timeouts, commits in groups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import _json, _store
+from ._config import CronStepConfig, EventStepConfig, RetryPolicy
+from ._context import Event
+from ._logging import get_logger
+from ._recorder import StepRun
+from ._store import Claimed, Failure
+from ._unit import Unit, notify_new_work
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+    from ._steps import Step
+
+
+@dataclass(slots=True)
+class _Done:
+    """A finished handler waiting for the group commit."""
+
+    claimed: Claimed
+    unit: Unit | None  # None for a failure
+    failure: Failure | None
+    result: asyncio.Future[bool]
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Runs the deliveries of event and cron steps, up to `concurrency` at a time."""
+
+    def __init__(self, runtime: Runtime, *, concurrency: int) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.concurrency = max(1, concurrency)
+        self.owner = worker_identity()
+        self._claims = itertools.count(1)
+        self._log = get_logger(component="worker", owner=self.owner)
+        self._wake = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._held: dict[str, Claimed] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._done: asyncio.Queue[_Done] = asyncio.Queue()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        steps = runtime.registry.queued_steps
+        self._free_steps = [
+            s.name
+            for s in steps
+            if not (isinstance(s.config, EventStepConfig) and s.config.concurrency)
+        ]
+        self._limited_steps = [
+            (s.name, s.config.concurrency)
+            for s in steps
+            if isinstance(s.config, EventStepConfig) and s.config.concurrency
+        ]
+        self._all_steps = [s.name for s in steps]
+        self.processed = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._expire_dead_local_owners()
+        self.runtime.clock.on_advance(self.wake)
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="stepwise-claim"),
+            asyncio.create_task(self._commit_loop(), name="stepwise-commit"),
+            asyncio.create_task(self._renew_loop(), name="stepwise-leases"),
+        ]
+        self._log.info("worker started", concurrency=self.concurrency, steps=len(self._all_steps))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let running handlers finish within `grace` seconds; give back the rest."""
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._wake.set()
+        claim_loop = self._loops[0] if self._loops else None
+        if claim_loop is not None:
+            claim_loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim_loop
+        running = list(self._tasks.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        # Everything finished has been queued; let the committer drain it.
+        await self._done.join()
+        for task in self._loops[1:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        leftover = list(self._held)
+        if leftover:
+            with contextlib.suppress(Exception):
+                async with self.runtime.engine.begin() as conn:
+                    released = await _store.release_leases(conn, leftover)
+                self._log.info("gave back unfinished deliveries", count=released)
+        self._log.info("worker stopped", processed=self.processed)
+
+    async def _expire_dead_local_owners(self) -> None:
+        """A worker on this host that died (SIGKILL) left leases: free them now, not in 15 s."""
+        host = socket.gethostname()
+        async with self.runtime.engine.begin() as conn:
+            dead = []
+            for owner in await _store.lease_owners(conn):
+                parts = owner.split(":")
+                if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+                    continue
+                if not _pid_alive(int(parts[1])):
+                    dead.append(owner)
+            if dead:
+                count = await _store.expire_leases_of(conn, dead)
+                self._log.info("recovered deliveries of dead workers", count=count, owners=dead)
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            try:
+                free = self.concurrency - len(self._held)
+                if free <= 0:
+                    self._capacity.clear()
+                    await self._capacity.wait()
+                    continue
+                self._wake.clear()
+                claimed = await self._claim(min(free, self.settings.claim_batch))
+                backoff = 0.5
+                for item in claimed:
+                    self._held[item.lease_token] = item
+                    self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
+                if claimed:
+                    continue
+                await self._idle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is down or restarting: retry, do not die
+                self._log.warning("claiming failed; retrying", error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        now = self.runtime.clock.now()
+        prefix = f"{self.owner}:{next(self._claims)}:"
+        lease = self.settings.lease_seconds
+        out: list[Claimed] = []
+        async with self.runtime.engine.begin() as conn:
+            if self._free_steps:
+                out = await _store.claim(
+                    conn,
+                    steps=self._free_steps,
+                    limit=limit,
+                    now=now,
+                    owner=self.owner,
+                    token_prefix=prefix,
+                    lease_seconds=lease,
+                )
+            for step, cap in self._limited_steps:
+                room = min(limit - len(out), cap)
+                if room <= 0:
+                    break
+                await _store.lock_step_claims(conn, step)
+                room = min(room, cap - await _store.running_count(conn, step, now))
+                if room > 0:
+                    out += await _store.claim(
+                        conn,
+                        steps=[step],
+                        limit=room,
+                        now=now,
+                        owner=self.owner,
+                        token_prefix=prefix,
+                        lease_seconds=lease,
+                    )
+        return out
+
+    async def _idle(self) -> None:
+        """Sleep until woken (an emit, a NOTIFY, the clock) or the next delivery is due."""
+        async with self.runtime.read_connection() as conn:
+            due = await _store.next_due(conn, self._all_steps)
+        timeout = self.runtime.poll_seconds
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - self.runtime.clock.now()) + 0.001)
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def _run(self, item: Claimed) -> None:
+        step = self.runtime.registry.by_name.get(item.step)
+        started = self.runtime.clock.now()
+        t0 = time.perf_counter()
+        unit = Unit(self.runtime.engine, self.runtime.clock.now)
+        outcome, error = "ok", None
+        retry = _retry_policy(step)
+        committed: bool | None = None
+        try:
+            if step is None or step.handler is None:
+                raise _Permanent(f"no step named {item.step!r} is loaded by this worker")
+            event = self._event_for(step, item)
+            ctx = self.runtime.context(step, unit, trace_id=item.trace_id, attempt=item.attempt)
+            await asyncio.wait_for(step.handler.invoke(event, ctx), retry.timeout)
+        except asyncio.CancelledError:
+            await unit.rollback()
+            if self._stopping:
+                return  # released at shutdown, the attempt does not count
+            raise
+        except TimeoutError:
+            outcome, error = (
+                "timeout",
+                f"timed out after {retry.timeout:g}s (attempt {item.attempt})",
+            )
+        except _Permanent as exc:
+            outcome, error = "error", str(exc)
+            item.max_attempts = item.attempt  # retrying cannot help: dead-letter now
+        except Exception as exc:
+            outcome, error = "error", _describe(exc)
+        finally:
+            unit.closed = True
+        try:
+            if outcome == "ok":
+                if unit.conn is not None:  # it holds its own transaction (increment/update)
+                    committed = await unit.commit(ack_token=item.lease_token)
+                else:
+                    committed = await self._submit(item, unit, None)
+                if not committed:
+                    outcome, error = "lost", "lease lost before commit; another worker runs it"
+            else:
+                await unit.rollback()
+                dead = item.attempt >= item.max_attempts
+                retry_at = None
+                if not dead:
+                    retry_at = self.runtime.clock.now() + retry.delay_before(
+                        item.attempt, random.random()
+                    )
+                failure = Failure(item.lease_token, item.id, item.attempt, error or "", retry_at)
+                await self._submit(item, None, failure)
+                if dead:
+                    outcome = "dead"
+                    self._log.error(
+                        "delivery dead-lettered",
+                        step=item.step,
+                        delivery_id=item.id,
+                        attempts=item.attempt,
+                        error=error,
+                        trace_id=item.trace_id,
+                    )
+                else:
+                    self._log.warning(
+                        "delivery failed; will retry",
+                        step=item.step,
+                        delivery_id=item.id,
+                        attempt=item.attempt,
+                        retry_in=round((retry_at or 0) - self.runtime.clock.now(), 3),
+                        error=error,
+                        trace_id=item.trace_id,
+                    )
+        except Exception as exc:
+            self._log.error(
+                "could not record the delivery's outcome", error=str(exc), step=item.step
+            )
+            outcome, error = "error", f"commit failed: {exc}"
+        finally:
+            self._held.pop(item.lease_token, None)
+            self._tasks.pop(item.lease_token, None)
+            self._capacity.set()
+        self.processed += 1
+        self.runtime.recorder.record(
+            StepRun(
+                trace_id=item.trace_id,
+                step=item.step,
+                kind="cron" if item.topic is None else "event",
+                attempt=item.attempt,
+                started_at=started,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                outcome=outcome,
+                error=error,
+                detail=item.topic,
+                delivery_id=item.id,
+            )
+        )
+
+    def _event_for(self, step: Step, item: Claimed) -> Event | None:
+        if isinstance(step.config, CronStepConfig):
+            return None
+        data = _json.loads(item.data) if item.data is not None else None
+        model = step.config.input if isinstance(step.config, EventStepConfig) else None
+        if model is not None:
+            try:
+                data = model.model_validate(data)
+            except Exception as exc:
+                raise _Permanent(f"event data does not fit the input model: {exc}") from None
+        return Event(item.topic or "", data, item.event_id or "", item.trace_id, item.attempt)
+
+    async def _submit(self, item: Claimed, unit: Unit | None, failure: Failure | None) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        await self._done.put(_Done(item, unit, failure, future))
+        return await future
+
+    # -- group commit ---------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = [await self._done.get()]
+            while not self._done.empty() and len(batch) < self.settings.commit_batch:
+                batch.append(self._done.get_nowait())
+            try:
+                await self._commit_group(batch)
+            except Exception as exc:
+                self._log.warning("group commit failed; committing one by one", error=str(exc))
+                for done in batch:
+                    if not done.result.done():
+                        await self._commit_alone(done)
+            finally:
+                for _ in batch:
+                    self._done.task_done()
+
+    async def _commit_group(self, batch: Sequence[_Done]) -> None:
+        now = self.runtime.clock.now()
+        successes = [d for d in batch if d.unit is not None]
+        failures = [d.failure for d in batch if d.failure is not None]
+        async with self.runtime.engine.begin() as conn:
+            done_ids = await _store.ack(conn, [d.claimed.lease_token for d in successes], now)
+            kept = [d for d in successes if d.claimed.id in done_ids]
+            ops = [op for d in kept for op in d.unit.ops]  # type: ignore[union-attr]
+            emits = [e for d in kept for e in d.unit.emits]  # type: ignore[union-attr]
+            await _store.apply_state_ops(conn, ops, now)
+            await _store.insert_events(conn, emits, now)
+            await _store.record_failures(conn, failures, now)
+            if emits:
+                await notify_new_work(conn)
+        if emits:
+            self.runtime.notify_local()
+        for d in batch:
+            if not d.result.done():
+                d.result.set_result(d.failure is not None or d.claimed.id in done_ids)
+
+    async def _commit_alone(self, done: _Done) -> None:
+        try:
+            if done.unit is not None:
+                ok = await done.unit.commit(ack_token=done.claimed.lease_token)
+                if done.unit.emits:
+                    self.runtime.notify_local()
+                done.result.set_result(ok)
+                return
+            async with self.runtime.engine.begin() as conn:
+                await _store.record_failures(conn, [done.failure], self.runtime.clock.now())  # type: ignore[list-item]
+            done.result.set_result(True)
+        except Exception as exc:
+            # Not even alone: leave the lease to expire and the delivery to run again.
+            self._log.error("commit failed", error=str(exc), delivery_id=done.claimed.id)
+            done.result.set_result(False)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_renew_seconds)
+            tokens = list(self._held)
+            if not tokens:
+                continue
+            try:
+                async with self.runtime.engine.begin() as conn:
+                    await _store.renew_leases(
+                        conn, tokens, self.runtime.clock.now() + self.settings.lease_seconds
+                    )
+            except Exception as exc:
+                self._log.warning("lease renewal failed", error=str(exc))
+
+
+class _Permanent(Exception):
+    """A failure that retrying cannot fix."""
+
+
+def _retry_policy(step: Step | None) -> RetryPolicy:
+    if step is not None and isinstance(step.config, EventStepConfig | CronStepConfig):
+        return step.config.retry
+    return RetryPolicy()
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["Worker", "worker_identity"]

@@ -1,0 +1,1 @@
+"""Health, readiness, configuration and housekeeping."""
