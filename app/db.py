@@ -11,11 +11,24 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from sqlalchemy.orm import DeclarativeBase
+
 from app.runtime._db import create_engine as _create_engine
 from app.runtime._db import sync_url
+from app.runtime._schema import metadata as _metadata
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Base(DeclarativeBase):
+    """Base class of every feature's ORM models (`steps/<feature>/models.py`).
+
+    It shares one MetaData (and its constraint naming convention) with the runtime's tables,
+    so Alembic sees everything; plural table names (`users`, `orders`: both are reserved words).
+    """
+
+    metadata = _metadata
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from app.models import target_metadata
+from app.models import load_feature_models
 from app.runtime._db import sync_url
 from app.settings import get_settings
 
@@ -13,6 +13,7 @@ config = context.config
 url = config.get_main_option("sqlalchemy.url") or sync_url(
     get_settings().database_url
 ).render_as_string(hide_password=False)
+target_metadata = load_feature_models(get_settings().steps_dir)
 MIGRATION_LOCK = 74_201_311  # any fixed number: one migrator at a time on Postgres
 
 

@@ -30,6 +30,8 @@ from ._wakeup import CHANNEL, PgListener
 from ._worker import Worker
 
 Translator = Callable[..., str]
+# (step, req, ctx, call_next) -> result: wraps every API step (the app's rate limiter, ...).
+ApiMiddleware = Callable[[Step, Any, Context, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Runtime:
         self.listener: PgListener | None = None
         self.streams: dict[str, Any] = {}
         self._notify_listeners: dict[str, list[Callable[[], None]]] = {}
+        self._api_middleware: list[ApiMiddleware] = []
         self.started = False
 
     @classmethod
@@ -145,6 +148,10 @@ class Runtime:
     def mount(self, app: FastAPI) -> None:
         mount_api_steps(app, self)
 
+    def add_api_middleware(self, middleware: ApiMiddleware) -> None:
+        """Wrap every API step's handler (outside the step's own `middleware`)."""
+        self._api_middleware.append(middleware)
+
     # -- contexts and calls ---------------------------------------------------------------------
 
     def new_trace_id(self) -> str:
@@ -182,6 +189,8 @@ class Runtime:
             call: Callable[[], Awaitable[Any]] = functools.partial(step.handler.invoke, req, ctx)
             for middleware in reversed(step.config.middleware):
                 call = functools.partial(_call_middleware, middleware, req, ctx, call)
+            for app_middleware in reversed(self._api_middleware):
+                call = functools.partial(app_middleware, step, req, ctx, call)
             result = await call()
             unit.closed = True
             await unit.commit()
