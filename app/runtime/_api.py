@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -155,21 +156,25 @@ def _endpoint(runtime: Runtime, step: Step) -> Any:
             body = await _json_body(request)
         user = request.scope.get("user")
         authorize(config.auth, user)
+        scope = request.scope
+        if query is None:
+            raw_query = scope.get("query_string", b"")
+            query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
         req = ApiRequest(
             body=body,
-            query=query if query is not None else dict(request.query_params),
-            params=dict(request.path_params),
+            query=query,
+            params=scope.get("path_params", {}),
             headers=request.headers,
             user=user,
-            method=request.method,
-            path=request.url.path,
+            method=scope["method"],
+            path=scope["path"],
             raw=request,
         )
         result = await runtime.run_api(
             step,
             req,
-            trace_id=request.scope.get("trace_id") or runtime.new_trace_id(),
-            locale=request.scope.get("locale", "en"),
+            trace_id=scope.get("trace_id") or runtime.new_trace_id(),
+            locale=scope.get("locale", "en"),
         )
         return shaper(result)
 

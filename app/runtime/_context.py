@@ -120,8 +120,22 @@ class Context:
         self.user = user
         self.step = step.name
         self.state = State(unit)
-        self.logger = runtime.logger.bind(trace_id=trace_id, step=step.name)
-        self.streams = runtime.streams_for(unit, self)
+        self._logger: Any = None
+        self._streams: Any = None
+
+    @property
+    def logger(self) -> Any:
+        """A structlog logger whose records carry `trace_id` and `step`."""
+        if self._logger is None:
+            self._logger = self._runtime.logger.bind(trace_id=self.trace_id, step=self.step)
+        return self._logger
+
+    @property
+    def streams(self) -> Any:
+        """`ctx.streams.<name>`: the declared real-time streams."""
+        if self._streams is None:
+            self._streams = self._runtime.streams_for(self._unit, self)
+        return self._streams
 
     async def emit(self, event: dict[str, Any] | str, data: Any = None) -> str:
         """Publish `{"topic", "data"}` (optional `delay` seconds, `message_group_id`).
