@@ -1,0 +1,205 @@
+"""Event steps: the transactional outbox, retries with backoff, timeouts, dead letters, replay."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.runtime import ManualClock, Runtime
+from tests.runtime.conftest import step_app
+from tests.support import eventually
+
+FLAKY = {
+    "start_step.py": """
+        config = {"name": "Start", "type": "api", "path": "/start/{kind}", "method": "POST",
+                  "auth": "public", "emits": ["job.flaky", "job.doomed", "job.slow", "job.fanout"]}
+        async def handler(req, ctx):
+            kind = req.params["kind"]
+            await ctx.state.set("api", "last", kind)
+            event_id = await ctx.emit({"topic": f"job.{kind}", "data": {"n": 1}})
+            if req.query.get("fail"):
+                raise RuntimeError("the API step fails after emitting")
+            return {"status": 202, "body": {"event_id": event_id}}
+    """,
+    "flaky_step.py": """
+        CALLS = []
+        config = {"name": "Flaky", "type": "event", "subscribes": ["job.flaky"],
+                  "retry": {"max_attempts": 3, "backoff": "exponential", "delay": 10,
+                            "jitter": False}}
+        async def handler(event, ctx):
+            CALLS.append((ctx.attempt, ctx.trace_id, event.data["n"], event["topic"]))
+            await ctx.state.set("flaky", f"attempt-{ctx.attempt}", True)
+            await ctx.state.increment("flaky", "count")
+            if ctx.attempt < 3:
+                raise ValueError(f"not yet (attempt {ctx.attempt})")
+    """,
+    "doomed_step.py": """
+        CALLS = []
+        config = {"name": "Doomed", "type": "event", "subscribes": ["job.doomed"],
+                  "retry": {"max_attempts": 2, "backoff": "fixed", "delay": 5, "jitter": False}}
+        async def handler(event, ctx):
+            CALLS.append(ctx.attempt)
+            if await ctx.state.get("doomed", "fixed") is None:
+                raise RuntimeError(f"always fails (attempt {ctx.attempt})")
+    """,
+    "slow_step.py": """
+        import asyncio
+        CALLS = []
+        config = {"name": "Slow", "type": "event", "subscribes": ["job.slow"],
+                  "retry": {"max_attempts": 2, "backoff": "fixed", "delay": 0, "timeout": 0.2}}
+        async def handler(event, ctx):
+            CALLS.append(ctx.attempt)
+            await ctx.state.set("slow", f"attempt-{ctx.attempt}", True)
+            if ctx.attempt == 1:
+                await asyncio.sleep(30)
+    """,
+    "fan_a_step.py": """
+        CALLS = []
+        config = {"name": "FanA", "type": "event", "subscribes": ["job.fanout"],
+                  "retry": {"max_attempts": 3, "delay": 0}}
+        async def handler(event, ctx):
+            CALLS.append(ctx.attempt)
+            await ctx.state.increment("fan", "a")
+    """,
+    "fan_b_step.py": """
+        CALLS = []
+        config = {"name": "FanB", "type": "event", "subscribes": ["job.fanout"],
+                  "retry": {"max_attempts": 3, "delay": 0, "jitter": False}}
+        async def handler(event, ctx):
+            CALLS.append(ctx.attempt)
+            if ctx.attempt == 1:
+                raise RuntimeError("B fails once; A is not run again")
+            await ctx.state.increment("fan", "b")
+    """,
+}
+
+
+def calls(client: httpx.AsyncClient, step: str) -> list[Any]:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    module = sys.modules[runtime.registry.get(step).module]
+    return module.CALLS  # type: ignore[no-any-return]
+
+
+async def state_of(client: httpx.AsyncClient, group: str) -> dict[str, Any]:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    from app.runtime._unit import Unit
+
+    return await Unit(runtime.engine, runtime.clock.now).get_group(group)
+
+
+async def test_a_handler_failing_twice_runs_three_times_with_backoff(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    clock = ManualClock(start=1_000_000.0)
+    async with step_app(tmp_path, any_db_url, FLAKY, clock=clock) as client:
+        reply = await client.post("/start/flaky", headers={"X-Trace-Id": "trace-flaky-1"})
+        assert reply.status_code == 202
+        await eventually(lambda: _async(len(calls(client, "Flaky")) == 1))
+        # exponential: 10 s before the 2nd attempt, 20 s before the 3rd; nothing runs early
+        clock.advance(9.5)
+        await _settle(client)
+        assert len(calls(client, "Flaky")) == 1
+        clock.advance(0.6)
+        await eventually(lambda: _async(len(calls(client, "Flaky")) == 2))
+        clock.advance(19.5)
+        await _settle(client)
+        assert len(calls(client, "Flaky")) == 2
+        clock.advance(0.6)
+        await eventually(lambda: _async(len(calls(client, "Flaky")) == 3))
+        final = await eventually(lambda: state_of(client, "flaky"))
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        dead = await runtime.dead_letters()
+    assert [c[0] for c in calls(client, "Flaky")] == [1, 2, 3]
+    assert {c[1] for c in calls(client, "Flaky")} == {"trace-flaky-1"}  # the trace rides along
+    assert calls(client, "Flaky")[0][2:] == (1, "job.flaky")
+    # only the successful attempt's writes exist
+    assert final == {"attempt-3": True, "count": 1}
+    assert dead == []
+
+
+async def test_a_handler_that_always_fails_is_dead_lettered_then_replayed(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    clock = ManualClock(start=2_000_000.0)
+    async with step_app(tmp_path, any_db_url, FLAKY, clock=clock) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        await client.post("/start/doomed", headers={"X-Trace-Id": "trace-doomed-1"})
+        await eventually(lambda: _async(len(calls(client, "Doomed")) == 1))
+        clock.advance(5.1)
+        dead = await eventually(runtime.dead_letters)
+        assert len(dead) == 1
+        letter = dead[0]
+        assert letter["step"] == "Doomed" and letter["topic"] == "job.doomed"
+        assert letter["attempts"] == 2 and letter["trace_id"] == "trace-doomed-1"
+        assert letter["data"] == {"n": 1}
+        assert [e["attempt"] for e in letter["errors"]] == [1, 2]
+        assert "always fails (attempt 2)" in letter["errors"][1]["error"]
+        # fix the cause, then replay: it runs again, succeeds, and leaves the dead list
+        from app.runtime._unit import Unit
+
+        unit = Unit(runtime.engine, clock.now)
+        unit.set("doomed", "fixed", True)
+        await unit.commit()
+        assert await runtime.replay([letter["id"]]) == [letter["id"]]
+        assert await runtime.replay([letter["id"]]) == []  # replaying twice is a no-op
+        await eventually(lambda: _async(len(calls(client, "Doomed")) == 3))
+        await eventually(lambda: _async_not(runtime.dead_letters))
+        delivery = await runtime.delivery(letter["id"])
+    assert calls(client, "Doomed") == [1, 2, 1]
+    assert delivery is not None and delivery["status"] == "done"
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_and_retried(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    async with step_app(tmp_path, any_db_url, FLAKY) as client:
+        await client.post("/start/slow")
+        await eventually(lambda: _async(calls(client, "Slow") == [1, 2]), timeout=10)
+        final = await eventually(lambda: state_of(client, "slow"))
+    assert final == {"attempt-2": True}
+
+
+async def test_each_subscriber_gets_its_own_delivery_and_retries(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    async with step_app(tmp_path, any_db_url, FLAKY) as client:
+        await client.post("/start/fanout")
+        await eventually(lambda: _async(calls(client, "FanB") == [1, 2]))
+        final = await eventually(lambda: _has(state_of(client, "fan"), "b"))
+    assert calls(client, "FanA") == [1]
+    assert final == {"a": 1, "b": 1}
+
+
+async def test_an_api_step_that_raises_emits_nothing(tmp_path: Path, any_db_url: str) -> None:
+    async with step_app(tmp_path, any_db_url, FLAKY) as client:
+        failed = await client.post("/start/fanout?fail=1")
+        ok = await client.post("/start/flaky")
+        await eventually(lambda: _async(len(calls(client, "Flaky")) >= 1))
+        api_state = await state_of(client, "api")
+    assert failed.status_code == 500
+    assert ok.status_code == 202
+    assert calls(client, "FanA") == [] and calls(client, "FanB") == []
+    assert api_state == {"last": "flaky"}
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _async_not(fn: Any) -> bool:
+    return not await fn()
+
+
+async def _has(awaitable: Any, key: str) -> Any:
+    value = await awaitable
+    return value if key in value else None
+
+
+async def _settle(client: httpx.AsyncClient) -> None:
+    """Give the worker a moment to act on the clock (it would run now if it were due)."""
+    import asyncio
+
+    await asyncio.sleep(0.3)

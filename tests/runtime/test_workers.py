@@ -1,0 +1,229 @@
+"""Worker processes: SIGKILL mid-run loses nothing, leases recover, SIGTERM is graceful."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app.runtime import Runtime, discover
+from app.runtime._db import create_engine
+from app.runtime._schema import deliveries
+from app.runtime._unit import Unit
+from tests.support import ROOT, eventually, write_steps
+
+pytestmark = pytest.mark.slow
+
+COUNTER = {
+    "count_step.py": """
+        import asyncio, os
+        config = {"name": "Count", "type": "event", "subscribes": ["tick"],
+                  "retry": {"max_attempts": 3, "delay": 0.1}}
+        async def handler(event, ctx):
+            await asyncio.sleep(float(os.environ.get("HANDLER_SLEEP", "0.002")))
+            await ctx.state.set("seen", event.id, ctx.attempt)
+            await ctx.state.increment("kill", "count")
+    """,
+    "hang_step.py": """
+        import asyncio, os
+        config = {"name": "Hang", "type": "event", "subscribes": ["hang"],
+                  "retry": {"max_attempts": 3, "delay": 0.1, "timeout": 120}}
+        async def handler(event, ctx):
+            # an outside effect, visible at once (state writes only appear at commit)
+            marker = os.path.join(os.environ["MARKER_DIR"], f"started-{os.getpid()}-{ctx.attempt}")
+            open(marker, "w").close()
+            if os.environ.get("HANG") == "1":
+                await asyncio.sleep(float(event.data["sleep"]))
+            await ctx.state.set("hang", "done", {"attempt": ctx.attempt, "pid": os.getpid()})
+    """,
+}
+
+
+@contextmanager
+def workers(url: str, steps: Path, **env: str) -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+
+
+def start_worker(
+    procs: list[subprocess.Popen[str]], url: str, steps: Path, **env: str
+) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "worker", "--concurrency", env.pop("CONCURRENCY", "16")],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": url,
+            "STEPS_DIR": str(steps),
+            "LOG_LEVEL": "WARNING",
+            "SQLITE_SYNCHRONOUS": "NORMAL",
+            "MARKER_DIR": str(steps.parent),
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(proc)
+    return proc
+
+
+@asynccontextmanager
+async def producer(url: str, steps: Path) -> AsyncIterator[Runtime]:
+    engine = create_engine(url, sqlite_synchronous="NORMAL")
+    runtime = Runtime(discover(steps), engine)
+    try:
+        yield runtime
+    finally:
+        await engine.dispose()
+
+
+async def state(runtime: Runtime, group: str, key: str | None = None) -> Any:
+    unit = Unit(runtime.engine, runtime.clock.now)
+    return await (unit.get_group(group) if key is None else unit.get(group, key))
+
+
+async def unfinished(runtime: Runtime) -> int:
+    async with runtime.read_connection() as conn:
+        return int(
+            (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.status.in_(("pending", "running")))
+                )
+            ).scalar_one()
+        )
+
+
+async def test_sigkill_mid_run_loses_nothing_and_counts_exactly_once(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    steps = write_steps(tmp_path, COUNTER)
+    async with producer(any_db_url, steps) as runtime:
+        with workers(any_db_url, steps) as procs:
+            start_worker(procs, any_db_url, steps)
+            victim = start_worker(procs, any_db_url, steps)
+            ids = await runtime.emit_many(
+                [{"topic": "tick", "data": {"i": i}} for i in range(1000)]
+            )
+            await eventually(lambda: _at_least(state(runtime, "kill", "count"), 250), timeout=60)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            start_worker(procs, any_db_url, steps)  # the same worker, restarted
+            await eventually(lambda: _equals(state(runtime, "kill", "count"), 1000), timeout=90)
+            await eventually(lambda: _equals(unfinished(runtime), 0), timeout=30)
+            seen = await state(runtime, "seen")
+            dead = await runtime.dead_letters()
+            count = await state(runtime, "kill", "count")
+    assert count == 1000
+    assert set(seen) == set(ids)
+    assert dead == []
+
+
+async def test_a_killed_workers_delivery_runs_again_within_20_seconds(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    """Default lease (15 s, renewed every 5 s): a survivor takes over, with no set-up."""
+    steps = write_steps(tmp_path, COUNTER)
+    async with producer(any_db_url, steps) as runtime:
+        with workers(any_db_url, steps) as procs:
+            victim = start_worker(procs, any_db_url, steps, HANG="1")
+            await runtime.emit("hang", {"sleep": 600})
+            started = await eventually(lambda: markers(steps), timeout=30)
+            assert started == [f"started-{victim.pid}-1"]
+            survivor = start_worker(procs, any_db_url, steps)
+            await asyncio.sleep(0.5)  # the survivor is up and idle before the kill
+            victim.send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            done = await eventually(lambda: state(runtime, "hang", "done"), timeout=25)
+            took = time.monotonic() - killed_at
+    assert done == {"attempt": 2, "pid": survivor.pid}
+    assert took < 20, took
+
+
+async def test_a_restarted_embedded_worker_redelivers_within_2_seconds(
+    tmp_path: Path, db_url: str
+) -> None:
+    steps = write_steps(tmp_path, COUNTER)
+    async with producer(db_url, steps) as runtime:
+        with workers(db_url, steps) as procs:
+            victim = start_worker(procs, db_url, steps, HANG="1")
+            await runtime.emit("hang", {"sleep": 600})
+            await eventually(lambda: markers(steps), timeout=30)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            spawned_at = time.monotonic()
+            restarted = start_worker(procs, db_url, steps)
+            done = await eventually(lambda: state(runtime, "hang", "done"), timeout=10)
+            took = time.monotonic() - spawned_at
+    assert done["pid"] == restarted.pid and done["attempt"] == 2
+    # from spawning the process (Python start-up and imports included): no lease to wait out
+    assert took < 2, took
+
+
+async def test_sigterm_lets_the_running_handler_finish_and_exits_0(
+    tmp_path: Path, db_url: str
+) -> None:
+    steps = write_steps(tmp_path, COUNTER)
+    async with producer(db_url, steps) as runtime:
+        with workers(db_url, steps) as procs:
+            worker = start_worker(procs, db_url, steps, SHUTDOWN_GRACE_SECONDS="10", HANG="1")
+            await runtime.emit("hang", {"sleep": 1.5})
+            await eventually(lambda: markers(steps), timeout=30)
+            worker.send_signal(signal.SIGTERM)
+            out, err = worker.communicate(timeout=30)
+            done = await state(runtime, "hang", "done")
+            left = await unfinished(runtime)
+    assert worker.returncode == 0, err
+    assert done == {"attempt": 1, "pid": worker.pid}
+    assert left == 0
+
+
+async def test_sigterm_gives_back_what_outlives_the_grace_period(
+    tmp_path: Path, db_url: str
+) -> None:
+    steps = write_steps(tmp_path, COUNTER)
+    async with producer(db_url, steps) as runtime:
+        with workers(db_url, steps) as procs:
+            worker = start_worker(procs, db_url, steps, SHUTDOWN_GRACE_SECONDS="0.5", HANG="1")
+            await runtime.emit("hang", {"sleep": 600})
+            await eventually(lambda: markers(steps), timeout=30)
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=30)
+            async with runtime.read_connection() as conn:
+                row = (await conn.execute(select(deliveries.c.status, deliveries.c.attempts))).one()
+            successor = start_worker(procs, db_url, steps)
+            done = await eventually(lambda: state(runtime, "hang", "done"), timeout=30)
+    assert worker.returncode == 0, err
+    assert tuple(row) == ("pending", 0)  # given back untouched: the attempt does not count
+    assert done == {"attempt": 1, "pid": successor.pid}
+
+
+async def markers(steps: Path) -> list[str]:
+    return sorted(p.name for p in steps.parent.glob("started-*"))
+
+
+async def _equals(awaitable: Any, expected: Any) -> bool:
+    return bool(await awaitable == expected)
+
+
+async def _at_least(awaitable: Any, minimum: int) -> bool:
+    value = await awaitable
+    return value is not None and value >= minimum
