@@ -45,7 +45,7 @@ class PgListener:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True
+                    self.conninfo, autocommit=True, application_name="stepwise-listen"
                 ) as conn:
                     for channel in self.channels:
                         await conn.execute(f'LISTEN "{channel}"')

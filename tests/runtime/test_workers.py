@@ -188,7 +188,7 @@ async def test_sigterm_lets_the_running_handler_finish_and_exits_0(
             await runtime.emit("hang", {"sleep": 1.5})
             await eventually(lambda: markers(steps), timeout=30)
             worker.send_signal(signal.SIGTERM)
-            out, err = worker.communicate(timeout=30)
+            _, err = worker.communicate(timeout=30)
             done = await state(runtime, "hang", "done")
             left = await unfinished(runtime)
     assert worker.returncode == 0, err
@@ -227,3 +227,58 @@ async def _equals(awaitable: Any, expected: Any) -> bool:
 async def _at_least(awaitable: Any, minimum: int) -> bool:
     value = await awaitable
     return value is not None and value >= minimum
+
+
+@pytest.mark.skipif(
+    os.environ.get("STEPWISE_ALLOW_PG_RESTART") != "1",
+    reason="restarts the machine's Postgres; CI sets STEPWISE_ALLOW_PG_RESTART=1",
+)
+async def test_workers_reconnect_after_a_postgres_restart(tmp_path: Path, pg_url: str) -> None:
+    steps = write_steps(tmp_path, COUNTER)
+    cluster = subprocess.run(
+        ["ls", "/etc/postgresql"], capture_output=True, text=True
+    ).stdout.split()[0]
+    async with producer(pg_url, steps) as runtime:
+        with workers(pg_url, steps) as procs:
+            # a 60 s fallback poll: only LISTEN/NOTIFY can be this quick
+            start_worker(
+                procs,
+                pg_url,
+                steps,
+                POLL_SECONDS="60",
+                LEASE_SECONDS="60",
+                LEASE_RENEW_SECONDS="20",
+            )
+            await runtime.emit("tick", {})
+            await eventually(lambda: _equals(state(runtime, "kill", "count"), 1), timeout=30)
+            subprocess.run(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"],
+                check=True,
+                timeout=120,
+            )
+            await eventually(lambda: _listening(runtime), timeout=60)
+            t0 = time.monotonic()
+            await runtime.emit("tick", {})
+            await eventually(lambda: _equals(state(runtime, "kill", "count"), 2), timeout=30)
+            took = time.monotonic() - t0
+            assert procs[0].poll() is None  # it never died
+    assert took < 5, took
+
+
+async def _listening(runtime: Runtime) -> bool:
+    """The worker's LISTEN connection is back (it reconnects by itself, backing off to 5 s)."""
+    from sqlalchemy import text
+
+    try:
+        async with runtime.read_connection() as conn:
+            count = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'stepwise-listen' AND datname = current_database()"
+                    )
+                )
+            ).scalar_one()
+        return bool(count)
+    except Exception:
+        return False
