@@ -52,6 +52,8 @@ def create_engine(
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
+        # Every path commits or rolls back itself; the pool need not roll back again on return.
+        kwargs["pool_reset_on_return"] = None
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
         engine = create_async_engine(parsed, **kwargs)
@@ -59,7 +61,7 @@ def create_engine(
         return engine
     kwargs["pool_size"] = pool_size
     kwargs["max_overflow"] = pool_size
-    kwargs["pool_pre_ping"] = True
+    kwargs["pool_reset_on_return"] = None
     kwargs["connect_args"] = {"application_name": f"stepwise-{os.getpid()}"}
     return create_async_engine(parsed, **kwargs)
 

@@ -55,6 +55,8 @@ deliveries = Table(
     Column("event_id", String(32), nullable=True),  # None for cron firings
     Column("step", String(100), nullable=False),
     Column("topic", String(200), nullable=True),
+    # A copy of the event's data, so that a claim is one UPDATE ... RETURNING.
+    Column("data", Text, nullable=True),
     # pending -> running -> done | pending (retry) | dead
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -73,6 +75,7 @@ deliveries = Table(
     Index("ix_stepwise_deliveries_step_status", "step", "status"),
     Index("ix_stepwise_deliveries_group", "step", "message_group_id", "id"),
     Index("ix_stepwise_deliveries_trace_id", "trace_id"),
+    implicit_returning=False,  # inserts never need the new ids back: skip RETURNING
 )
 
 cron_marks = Table(

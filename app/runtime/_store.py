@@ -6,7 +6,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _json
@@ -127,6 +140,7 @@ async def insert_events(conn: AsyncConnection, new: Sequence[NewEvent], now: flo
             "event_id": e.id,
             "step": step,
             "topic": e.topic,
+            "data": e.data,
             "status": "pending",
             "attempts": 0,
             "max_attempts": max_attempts,
@@ -219,36 +233,23 @@ class Claimed:
     available_at: float
 
 
-_CLAIM_COLUMNS = (
-    deliveries.c.id,
-    deliveries.c.step,
-    deliveries.c.topic,
-    deliveries.c.event_id,
-    deliveries.c.attempts,
-    deliveries.c.max_attempts,
-    deliveries.c.trace_id,
-    deliveries.c.message_group_id,
-    deliveries.c.available_at,
-)
-
-
-def _claimable(now: float) -> Any:
+def _claimable(table: Any, now: float) -> Any:
     return or_(
-        and_(deliveries.c.status == "pending", deliveries.c.available_at <= now),
-        and_(deliveries.c.status == "running", deliveries.c.lease_expires_at < now),
+        and_(table.c.status == "pending", table.c.available_at <= now),
+        and_(table.c.status == "running", table.c.lease_expires_at < now),
     )
 
 
-def _fifo_head() -> Any:
+def _fifo_head(table: Any) -> Any:
     """A delivery with a message group runs only when nothing earlier of its group is unfinished."""
     earlier = deliveries.alias("earlier")
     return or_(
-        deliveries.c.message_group_id.is_(None),
+        table.c.message_group_id.is_(None),
         ~select(earlier.c.id)
         .where(
-            earlier.c.step == deliveries.c.step,
-            earlier.c.message_group_id == deliveries.c.message_group_id,
-            earlier.c.id < deliveries.c.id,
+            earlier.c.step == table.c.step,
+            earlier.c.message_group_id == table.c.message_group_id,
+            earlier.c.id < table.c.id,
             earlier.c.status.in_(("pending", "running")),
         )
         .exists(),
@@ -265,21 +266,66 @@ async def claim(
     token_prefix: str,
     lease_seconds: float,
 ) -> list[Claimed]:
-    """Lease up to `limit` due deliveries of `steps` (SKIP LOCKED on Postgres)."""
+    """Lease up to `limit` due deliveries of `steps` in one statement (SKIP LOCKED on Postgres).
+
+    Each lease gets its own token (`token_prefix` + id): an ack or a retry only applies while
+    the token still matches, so a delivery whose lease expired cannot be acked twice.
+    """
     step_list = list(steps)
     if limit <= 0 or not step_list:
         return []
-    candidates = (
-        select(deliveries.c.id)
-        .where(deliveries.c.step.in_(step_list), _claimable(now), _fifo_head())
-        .order_by(deliveries.c.id)
+    candidate = deliveries.alias("candidate")
+    ids = (
+        select(candidate.c.id)
+        .where(candidate.c.step.in_(step_list), _claimable(candidate, now), _fifo_head(candidate))
+        .order_by(candidate.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = [row[0] for row in (await conn.execute(candidates)).all()]
-    if not ids:
-        return []
-    return await _lease(conn, ids, now, owner, token_prefix, lease_seconds)
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.id.in_(ids.scalar_subquery()))
+        .values(
+            status="running",
+            attempts=deliveries.c.attempts + 1,
+            lease_token=literal(token_prefix) + cast(deliveries.c.id, String),
+            lease_owner=owner,
+            lease_expires_at=now + lease_seconds,
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.step,
+            deliveries.c.topic,
+            deliveries.c.event_id,
+            deliveries.c.data,
+            deliveries.c.attempts,
+            deliveries.c.max_attempts,
+            deliveries.c.trace_id,
+            deliveries.c.lease_token,
+            deliveries.c.message_group_id,
+            deliveries.c.available_at,
+        )
+    )
+    rows = (await conn.execute(stmt)).all()
+    return sorted(
+        (
+            Claimed(
+                id=r.id,
+                step=r.step,
+                topic=r.topic,
+                event_id=r.event_id,
+                data=r.data,
+                attempt=r.attempts,
+                max_attempts=r.max_attempts,
+                trace_id=r.trace_id,
+                lease_token=r.lease_token,
+                message_group_id=r.message_group_id,
+                available_at=r.available_at,
+            )
+            for r in rows
+        ),
+        key=lambda c: c.id,
+    )
 
 
 async def running_count(conn: AsyncConnection, step: str, now: float) -> int:
@@ -304,53 +350,6 @@ async def lock_step_claims(conn: AsyncConnection, step: str) -> None:
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"stepwise:{step}"}
         )
-
-
-async def _lease(
-    conn: AsyncConnection,
-    ids: list[int],
-    now: float,
-    owner: str,
-    token_prefix: str,
-    lease_seconds: float,
-) -> list[Claimed]:
-    rows = [{"b_id": delivery_id, "b_token": f"{token_prefix}{delivery_id}"} for delivery_id in ids]
-    stmt = (
-        update(deliveries)
-        .where(deliveries.c.id == bindparam("b_id"))
-        .values(
-            status="running",
-            attempts=deliveries.c.attempts + 1,
-            lease_token=bindparam("b_token"),
-            lease_owner=owner,
-            lease_expires_at=now + lease_seconds,
-        )
-    )
-    await conn.execute(stmt, rows)
-    data_rows = (
-        await conn.execute(
-            select(*_CLAIM_COLUMNS, events.c.data)
-            .select_from(deliveries.outerjoin(events, events.c.id == deliveries.c.event_id))
-            .where(deliveries.c.id.in_(ids))
-            .order_by(deliveries.c.id)
-        )
-    ).all()
-    return [
-        Claimed(
-            id=r.id,
-            step=r.step,
-            topic=r.topic,
-            event_id=r.event_id,
-            data=r.data,
-            attempt=r.attempts,
-            max_attempts=r.max_attempts,
-            trace_id=r.trace_id,
-            lease_token=f"{token_prefix}{r.id}",
-            message_group_id=r.message_group_id,
-            available_at=r.available_at,
-        )
-        for r in data_rows
-    ]
 
 
 async def ack(conn: AsyncConnection, tokens: Sequence[str], now: float) -> set[int]:
@@ -489,9 +488,8 @@ async def list_dead(conn: AsyncConnection, limit: int = 100) -> list[dict[str, A
             deliveries.c.errors,
             deliveries.c.finished_at,
             deliveries.c.created_at,
-            events.c.data,
+            deliveries.c.data,
         )
-        .select_from(deliveries.outerjoin(events, events.c.id == deliveries.c.event_id))
         .where(deliveries.c.status == "dead")
         .order_by(deliveries.c.id.desc())
         .limit(limit)

@@ -54,7 +54,11 @@ class Worker:
         self._log = get_logger(component="worker", owner=self.owner)
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()
+        # Leased by us until committed (renewed, given back at shutdown)...
         self._held: dict[str, Claimed] = {}
+        # ...of which this many have a handler running: the concurrency limit counts these.
+        self._busy = 0
+        self._poll = runtime.poll_seconds
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._done: asyncio.Queue[_Done] = asyncio.Queue()
         self._stopping = False
@@ -142,7 +146,7 @@ class Worker:
         backoff = 0.5
         while not self._stopping:
             try:
-                free = self.concurrency - len(self._held)
+                free = self.concurrency - self._busy
                 if free <= 0:
                     self._capacity.clear()
                     await self._capacity.wait()
@@ -152,8 +156,11 @@ class Worker:
                 backoff = 0.5
                 for item in claimed:
                     self._held[item.lease_token] = item
+                    self._busy += 1
                     self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
                 if claimed:
+                    # Busy: look again soon even without a wake-up (SQLite across processes).
+                    self._poll = 0.01
                     continue
                 await self._idle()
             except asyncio.CancelledError:
@@ -198,15 +205,25 @@ class Worker:
         return out
 
     async def _idle(self) -> None:
-        """Sleep until woken (an emit, a NOTIFY, the clock) or the next delivery is due."""
-        async with self.runtime.read_connection() as conn:
-            due = await _store.next_due(conn, self._all_steps)
-        timeout = self.runtime.poll_seconds
-        if due is not None:
-            timeout = min(timeout, max(0.0, due - self.runtime.clock.now()) + 0.001)
-        if timeout > 0:
-            with contextlib.suppress(TimeoutError):
+        """Sleep until woken (an emit, a NOTIFY, the clock) or the next delivery is due.
+
+        Idle, this costs one query per poll interval; the interval shrinks to 10 ms while work
+        keeps coming and grows back to the setting when it stops.
+        """
+        while not self._stopping:
+            async with self.runtime.read_connection() as conn:
+                due = await _store.next_due(conn, self._all_steps)
+            now = self.runtime.clock.now()
+            if due is not None and due <= now:
+                return
+            self._poll = min(self._poll * 2, self.runtime.poll_seconds)
+            timeout = self._poll if due is None else min(self._poll, due - now + 0.001)
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
+                return
+            except TimeoutError:
+                if due is not None and due <= self.runtime.clock.now():
+                    return
 
     # -- running --------------------------------------------------------------------------------
 
@@ -226,6 +243,7 @@ class Worker:
             await asyncio.wait_for(step.handler.invoke(event, ctx), retry.timeout)
         except asyncio.CancelledError:
             await unit.rollback()
+            self._tasks.pop(item.lease_token, None)
             if self._stopping:
                 return  # released at shutdown, the attempt does not count
             raise
@@ -241,6 +259,8 @@ class Worker:
             outcome, error = "error", _describe(exc)
         finally:
             unit.closed = True
+            self._busy -= 1
+            self._capacity.set()
         try:
             if outcome == "ok":
                 if unit.conn is not None:  # it holds its own transaction (increment/update)
@@ -287,7 +307,6 @@ class Worker:
         finally:
             self._held.pop(item.lease_token, None)
             self._tasks.pop(item.lease_token, None)
-            self._capacity.set()
         self.processed += 1
         self.runtime.recorder.record(
             StepRun(

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(length=32), nullable=True),
         sa.Column("step", sa.String(length=100), nullable=False),
         sa.Column("topic", sa.String(length=200), nullable=True),
+        sa.Column("data", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=False),

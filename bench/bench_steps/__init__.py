@@ -1,0 +1,1 @@
+"""Steps used by the benchmarks (not part of the sample application)."""

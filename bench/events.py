@@ -1,0 +1,204 @@
+"""End-to-end events/s and emit -> handler-start latency, on SQLite and Postgres.
+
+For each backend, with one and two worker processes (`python -m app worker`):
+  throughput: 10,000 events emitted as fast as possible (batches of 500), timed until the last
+              delivery is done;
+  latency:    events emitted at half that rate for a few seconds, each handler storing
+              (start - emit) in ctx.state; p50 and p99 printed.
+SQLite's embedded mode (worker in the emitting process, woken directly) is measured too.
+With --peers, the same 10,000-job workload on Celery + Redis and on procrastinate, in this run.
+
+    .venv/bin/python bench/events.py [--events 10000] [--backends sqlite,postgres] [--peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import func, select, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.db import migrate  # noqa: E402
+from app.runtime import Runtime, RuntimeSettings, discover  # noqa: E402
+from app.runtime._db import create_engine  # noqa: E402
+from app.runtime._schema import deliveries  # noqa: E402
+
+STEPS = ROOT / "bench" / "bench_steps"
+PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@asynccontextmanager
+async def database(backend: str) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/bench.db"
+            migrate(url)
+            yield url
+        return
+    name = f"stepwise_bench_{uuid.uuid4().hex[:8]}"
+    admin = PG_SERVER.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "STEPS_DIR": str(STEPS),
+        "LOG_LEVEL": "WARNING",
+        "RECORD_RUNS": "true",
+    }
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "app", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+async def done_count(runtime: Runtime) -> int:
+    async with runtime.read_connection() as conn:
+        return int(
+            (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.status == "done")
+                )
+            ).scalar_one()
+        )
+
+
+async def wait_done(runtime: Runtime, expected: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while await done_count(runtime) < expected:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {await done_count(runtime)} of {expected} done in {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def reset(runtime: Runtime) -> None:
+    async with runtime.engine.begin() as conn:
+        for table in ("stepwise_deliveries", "stepwise_events", "stepwise_state", "stepwise_runs"):
+            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+
+
+async def throughput(runtime: Runtime, events: int) -> float:
+    await reset(runtime)
+    start = time.perf_counter()
+    for offset in range(0, events, 500):
+        n = min(500, events - offset)
+        await runtime.emit_many([{"topic": "bench.tick", "data": {"t": time.time()}}] * n)
+    await wait_done(runtime, events)
+    return events / (time.perf_counter() - start)
+
+
+async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float, float, int]:
+    await reset(runtime)
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    sent = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        await runtime.emit_many([{"topic": "bench.tick", "data": {"t": time.time()}}] * per_tick)
+        sent += per_tick
+        next_at = start + (sent / per_tick) * tick
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    await wait_done(runtime, sent)
+    async with runtime.read_connection() as conn:
+        values = [
+            float(v)
+            for (v,) in await conn.execute(
+                text("SELECT value FROM stepwise_state WHERE group_id = 'bench'")
+            )
+        ]
+    values.sort()
+    return statistics.median(values), values[int(len(values) * 0.99) - 1], len(values)
+
+
+async def run_backend(
+    backend: str, events: int, worker_counts: list[int], seconds: float
+) -> list[str]:
+    lines = []
+    async with database(backend) as url:
+        engine = create_engine(url, sqlite_synchronous="FULL")
+        producer = Runtime(discover(STEPS), engine)
+        if backend == "sqlite":
+            # embedded: the worker runs in the emitting process and is woken directly
+            embedded = Runtime(discover(STEPS), engine, settings=RuntimeSettings())
+            await embedded.start(worker=True)
+            rate = await throughput(embedded, events)
+            p50, p99, n = await latency(embedded, rate / 2, seconds)
+            await embedded.stop()
+            lines.append(_line(backend, "embedded", rate, p50, p99, n))
+        for count in worker_counts:
+            procs = start_workers(url, count)
+            try:
+                await asyncio.sleep(2.0)  # the workers are up
+                rate = await throughput(producer, events)
+                p50, p99, n = await latency(producer, rate / 2, seconds)
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.wait(timeout=30)
+            lines.append(_line(backend, f"{count} worker process(es)", rate, p50, p99, n))
+        await engine.dispose()
+    return lines
+
+
+def _line(backend: str, how: str, rate: float, p50: float, p99: float, n: int) -> str:
+    return f"{backend:<9} {how:<22} {rate:>8,.0f} events/s   latency p50 {p50:6.2f} ms  p99 {p99:7.2f} ms  ({n} events at half load)"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    parser.add_argument(
+        "--peers", action="store_true", help="also run Celery+Redis and procrastinate"
+    )
+    opts = parser.parse_args()
+    counts = [int(c) for c in opts.workers.split(",")]
+    results: list[str] = []
+    for backend in opts.backends.split(","):
+        results += await run_backend(backend, opts.events, counts, opts.seconds)
+        for line in results[-(len(counts) + (backend == "sqlite")) :]:
+            print(line, flush=True)
+    if opts.peers:
+        from bench import peers
+
+        await peers.run(opts.events, results)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
