@@ -25,7 +25,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from sqlalchemy import func, select, text
@@ -107,7 +106,7 @@ async def wait_done(runtime: Runtime, expected: int, timeout: float = 300) -> No
 async def reset(runtime: Runtime) -> None:
     async with runtime.engine.begin() as conn:
         for table in ("stepwise_deliveries", "stepwise_events", "stepwise_state", "stepwise_runs"):
-            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+            await conn.execute(text(f"DELETE FROM {table}"))
 
 
 async def throughput(runtime: Runtime, events: int) -> float:
