@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # -- the database --------------------------------------------------------------------------
     database_url: str = "sqlite:///var/stepwise.db"
     db_pool_size: int = Field(10, ge=1, le=200)
-    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
     # -- the worker ----------------------------------------------------------------------------
     worker_concurrency: int = Field(32, ge=1, le=10_000)

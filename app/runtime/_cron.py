@@ -54,7 +54,10 @@ class CronScheduler:
             return
         self.runtime.clock.on_advance(self._wake.set)
         await self.catch_up()
-        self._task = asyncio.create_task(self._loop(), name="stepwise-cron")
+        # Computed now, not when the task first runs: a firing due right after start is kept.
+        after = self.runtime.clock.now()
+        upcoming = {s.name: next_fire(s.config, after) for s in self.steps}  # type: ignore[arg-type]
+        self._task = asyncio.create_task(self._loop(upcoming), name="stepwise-cron")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -105,9 +108,8 @@ class CronScheduler:
             self.runtime.notify_local()
         return inserted
 
-    async def _loop(self) -> None:
+    async def _loop(self, upcoming: dict[str, float]) -> None:
         clock = self.runtime.clock
-        upcoming = {s.name: next_fire(s.config, clock.now()) for s in self.steps}  # type: ignore[arg-type]
         by_name = {s.name: s for s in self.steps}
         while True:
             now = clock.now()

@@ -10,6 +10,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ._sqlite import inline_creator
+
 # Execution option: `begin` on SQLite. "immediate" (the default) takes the write lock at BEGIN so
 # a read-then-write transaction can never fail half-way; "none" runs without a transaction
 # (single autocommit reads).
@@ -40,7 +42,7 @@ def sync_url(url: str | URL) -> URL:
 def create_engine(
     url: str | URL,
     *,
-    sqlite_synchronous: str = "FULL",
+    sqlite_synchronous: str = "NORMAL",
     pool_size: int = 10,
     echo: bool = False,
 ) -> AsyncEngine:
@@ -49,9 +51,13 @@ def create_engine(
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30}
+        if not database or database == ":memory:" or database.startswith("file:"):
+            raise ValueError(
+                "use a SQLite file (sqlite:///path/to/db): memory databases are per connection"
+            )
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # Statements run on the loop's thread (see _sqlite.py); lock waits never block it.
+        kwargs["async_creator"] = inline_creator(database, lock_timeout=30.0)
         # Every path commits or rolls back itself; the pool need not roll back again on return.
         kwargs["pool_reset_on_return"] = None
         kwargs["pool_size"] = pool_size
@@ -78,7 +84,6 @@ def _install_sqlite_hooks(engine: AsyncEngine, synchronous: str) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

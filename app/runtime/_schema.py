@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 NAMING_CONVENTION = {
@@ -75,6 +76,13 @@ deliveries = Table(
     Index("ix_stepwise_deliveries_step_status", "step", "status"),
     Index("ix_stepwise_deliveries_group", "step", "message_group_id", "id"),
     Index("ix_stepwise_deliveries_trace_id", "trace_id"),
+    # Claims scan only unfinished deliveries, in id order, however many are done.
+    Index(
+        "ix_stepwise_deliveries_unfinished",
+        "id",
+        sqlite_where=text("status IN ('pending', 'running')"),
+        postgresql_where=text("status IN ('pending', 'running')"),
+    ),
     implicit_returning=False,  # inserts never need the new ids back: skip RETURNING
 )
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    Double,
+    Integer,
     String,
     and_,
     bindparam,
@@ -14,7 +16,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
@@ -233,10 +234,15 @@ class Claimed:
     available_at: float
 
 
-def _claimable(table: Any, now: float) -> Any:
-    return or_(
-        and_(table.c.status == "pending", table.c.available_at <= now),
-        and_(table.c.status == "running", table.c.lease_expires_at < now),
+def _claimable(table: Any) -> Any:
+    now: Any = bindparam("now")
+    return and_(
+        # redundant, and spelled as the partial index's WHERE so the planners may use it
+        text(f"{table.name}.status IN ('pending', 'running')"),
+        or_(
+            and_(table.c.status == "pending", table.c.available_at <= now),
+            and_(table.c.status == "running", table.c.lease_expires_at < now),
+        ),
     )
 
 
@@ -254,6 +260,49 @@ def _fifo_head(table: Any) -> Any:
         )
         .exists(),
     )
+
+
+def _claim_statement() -> Any:
+    """Built once: every claim only binds its parameters (a compiled-cache hit)."""
+    candidate = deliveries.alias("candidate")
+    ids = (
+        select(candidate.c.id)
+        .where(
+            candidate.c.step.in_(bindparam("steps", expanding=True)),
+            _claimable(candidate),
+            _fifo_head(candidate),
+        )
+        .order_by(candidate.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(deliveries)
+        .where(deliveries.c.id.in_(ids.scalar_subquery()))
+        .values(
+            status="running",
+            attempts=deliveries.c.attempts + 1,
+            lease_token=bindparam("token_prefix", type_=String) + cast(deliveries.c.id, String),
+            lease_owner=bindparam("owner", type_=String),
+            lease_expires_at=bindparam("expires_at", type_=Double),
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.step,
+            deliveries.c.topic,
+            deliveries.c.event_id,
+            deliveries.c.data,
+            deliveries.c.attempts,
+            deliveries.c.max_attempts,
+            deliveries.c.trace_id,
+            deliveries.c.lease_token,
+            deliveries.c.message_group_id,
+            deliveries.c.available_at,
+        )
+    )
+
+
+_CLAIM = _claim_statement()
 
 
 async def claim(
@@ -274,39 +323,15 @@ async def claim(
     step_list = list(steps)
     if limit <= 0 or not step_list:
         return []
-    candidate = deliveries.alias("candidate")
-    ids = (
-        select(candidate.c.id)
-        .where(candidate.c.step.in_(step_list), _claimable(candidate, now), _fifo_head(candidate))
-        .order_by(candidate.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    stmt = (
-        update(deliveries)
-        .where(deliveries.c.id.in_(ids.scalar_subquery()))
-        .values(
-            status="running",
-            attempts=deliveries.c.attempts + 1,
-            lease_token=literal(token_prefix) + cast(deliveries.c.id, String),
-            lease_owner=owner,
-            lease_expires_at=now + lease_seconds,
-        )
-        .returning(
-            deliveries.c.id,
-            deliveries.c.step,
-            deliveries.c.topic,
-            deliveries.c.event_id,
-            deliveries.c.data,
-            deliveries.c.attempts,
-            deliveries.c.max_attempts,
-            deliveries.c.trace_id,
-            deliveries.c.lease_token,
-            deliveries.c.message_group_id,
-            deliveries.c.available_at,
-        )
-    )
-    rows = (await conn.execute(stmt)).all()
+    params = {
+        "steps": step_list,
+        "now": now,
+        "limit": limit,
+        "token_prefix": token_prefix,
+        "owner": owner,
+        "expires_at": now + lease_seconds,
+    }
+    rows = (await conn.execute(_CLAIM, params)).all()
     return sorted(
         (
             Claimed(
@@ -356,13 +381,24 @@ async def ack(conn: AsyncConnection, tokens: Sequence[str], now: float) -> set[i
     """Mark leased deliveries done; returns the ids of those that still held their lease."""
     if not tokens:
         return set()
-    result = await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.lease_token.in_(list(tokens)), deliveries.c.status == "running")
-        .values(status="done", lease_token=None, lease_expires_at=None, finished_at=now)
-        .returning(deliveries.c.id),
-    )
+    result = await conn.execute(_ACK, {"tokens": list(tokens), "now": now})
     return {row[0] for row in result}
+
+
+_ACK = (
+    update(deliveries)
+    .where(
+        deliveries.c.lease_token.in_(bindparam("tokens", expanding=True)),
+        deliveries.c.status == "running",
+    )
+    .values(
+        status="done",
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=bindparam("now", type_=Double),
+    )
+    .returning(deliveries.c.id)
+)
 
 
 @dataclass(slots=True)

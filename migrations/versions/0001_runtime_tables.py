@@ -63,6 +63,13 @@ def upgrade() -> None:
             "ix_stepwise_deliveries_step_status", ["step", "status"], unique=False
         )
         batch_op.create_index("ix_stepwise_deliveries_trace_id", ["trace_id"], unique=False)
+        batch_op.create_index(
+            "ix_stepwise_deliveries_unfinished",
+            ["id"],
+            unique=False,
+            sqlite_where=sa.text("status IN ('pending', 'running')"),
+            postgresql_where=sa.text("status IN ('pending', 'running')"),
+        )
 
     op.create_table(
         "stepwise_events",
@@ -136,6 +143,7 @@ def downgrade() -> None:
 
     op.drop_table("stepwise_events")
     with op.batch_alter_table("stepwise_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_stepwise_deliveries_unfinished")
         batch_op.drop_index("ix_stepwise_deliveries_trace_id")
         batch_op.drop_index("ix_stepwise_deliveries_step_status")
         batch_op.drop_index("ix_stepwise_deliveries_status_available")

@@ -98,12 +98,16 @@ async def test_a_handler_failing_twice_runs_three_times_with_backoff(
         reply = await client.post("/start/flaky", headers={"X-Trace-Id": "trace-flaky-1"})
         assert reply.status_code == 202
         await eventually(lambda: _async(len(calls(client, "Flaky")) == 1))
+        # Wait for each failure to be recorded before moving the clock: a jump of the clock
+        # past a running delivery's lease would (rightly) hand it to another claim.
+        await eventually(lambda: _pending_after(client, 1))
         # exponential: 10 s before the 2nd attempt, 20 s before the 3rd; nothing runs early
         clock.advance(9.5)
         await _settle(client)
         assert len(calls(client, "Flaky")) == 1
         clock.advance(0.6)
         await eventually(lambda: _async(len(calls(client, "Flaky")) == 2))
+        await eventually(lambda: _pending_after(client, 2))
         clock.advance(19.5)
         await _settle(client)
         assert len(calls(client, "Flaky")) == 2
@@ -128,6 +132,7 @@ async def test_a_handler_that_always_fails_is_dead_lettered_then_replayed(
         runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
         await client.post("/start/doomed", headers={"X-Trace-Id": "trace-doomed-1"})
         await eventually(lambda: _async(len(calls(client, "Doomed")) == 1))
+        await eventually(lambda: _pending_after(client, 1))
         clock.advance(5.1)
         dead = await eventually(runtime.dead_letters)
         assert len(dead) == 1
@@ -183,6 +188,19 @@ async def test_an_api_step_that_raises_emits_nothing(tmp_path: Path, any_db_url:
     assert ok.status_code == 202
     assert calls(client, "FanA") == [] and calls(client, "FanB") == []
     assert api_state == {"last": "flaky"}
+
+
+async def _pending_after(client: httpx.AsyncClient, attempts: int) -> bool:
+    """The (only) delivery's failed attempt is recorded: it waits for its retry."""
+    delivery = await runtime_of(client).delivery(1)
+    return delivery is not None and (delivery["status"], delivery["attempts"]) == (
+        "pending",
+        attempts,
+    )
+
+
+def runtime_of(client: httpx.AsyncClient) -> Runtime:
+    return client.app.state.runtime  # type: ignore[attr-defined, no-any-return]
 
 
 async def _async(value: Any) -> Any:

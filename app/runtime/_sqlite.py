@@ -1,0 +1,165 @@
+"""SQLite on the event loop's own thread: one connection object that looks like aiosqlite's.
+
+aiosqlite runs every call in a helper thread; through SQLAlchemy a single statement costs several
+thread hand-offs, and a transaction around a dozen. SQLite itself answers in microseconds, so
+the hand-offs, not the database, set the pace: the write lock is held across all of them, and
+every other writer queues behind it. Here the calls run inline instead (a commit with
+`synchronous=FULL` is a fraction of a millisecond on a local disk), and the only call that
+could block — waiting for another connection's write lock — never blocks: the connection's
+busy timeout is zero and `BEGIN` is retried with `asyncio.sleep` until the configured timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+_RETRY_FIRST = 0.0005
+_RETRY_MAX = 0.02
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+class InlineCursor:
+    """The coroutine cursor API SQLAlchemy's aiosqlite dialect expects, run inline."""
+
+    def __init__(self, owner: InlineConnection) -> None:
+        self._owner = owner
+        self._cursor = owner._conn.cursor()
+        self.arraysize = 1
+
+    async def __aenter__(self) -> InlineCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
+        await self._owner._run(
+            lambda: (
+                self._cursor.execute(sql)
+                if parameters is None
+                else self._cursor.execute(sql, parameters)
+            )
+        )
+        return self
+
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> InlineCursor:
+        rows = list(seq)
+        await self._owner._run(lambda: self._cursor.executemany(sql, rows))
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(size or self.arraysize)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    async def setinputsizes(self, *sizes: Any) -> None:
+        return None
+
+
+class _ImmediateQueue:
+    """Stands in for aiosqlite's internal queue (used by SQLAlchemy to set isolation_level)."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any], Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            future.set_result(function())
+        except Exception as exc:
+            future.set_exception(exc)
+
+
+class InlineConnection:
+    """A sqlite3 connection with aiosqlite's coroutine API, run on the calling thread."""
+
+    def __init__(self, database: str, lock_timeout: float) -> None:
+        # isolation_level=None: we issue BEGIN ourselves; timeout=0: never block on a lock.
+        self._conn = sqlite3.connect(
+            database, isolation_level=None, timeout=0, check_same_thread=False
+        )
+        self._lock_timeout = lock_timeout
+        self._tx = _ImmediateQueue()
+
+    @property
+    def _connection(self) -> sqlite3.Connection | None:
+        return self._conn
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    async def _run(self, call: Callable[[], Any]) -> Any:
+        """Run a statement; a lock held elsewhere is waited for without blocking the loop.
+
+        Only a statement that opens no transaction of its own can meet a lock here (a BEGIN, or
+        a write outside any transaction): retrying it is safe because it did nothing.
+        """
+        deadline = None
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or self._conn.in_transaction:
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self._lock_timeout
+                if now >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+
+    def cursor(self) -> InlineCursor:
+        return InlineCursor(self)
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
+        return await self.cursor().execute(sql, parameters)
+
+    async def commit(self) -> None:
+        self._conn.commit()
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def close(self) -> None:
+        self._conn.close()
+
+    def stop(self) -> None:
+        self._conn.close()
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._conn.create_function(*args, **kwargs)
+
+
+def inline_creator(database: str, lock_timeout: float = 30.0) -> Callable[[], Any]:
+    """An `async_creator` for SQLAlchemy's sqlite+aiosqlite dialect."""
+
+    async def connect() -> InlineConnection:
+        return InlineConnection(database, lock_timeout)
+
+    return connect
