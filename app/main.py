@@ -28,6 +28,7 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         sqlite_poll_seconds=settings.sqlite_poll_seconds,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         record_runs=settings.record_runs,
+        history_hours=settings.history_hours,
     )
 
 

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     sqlite_poll_seconds: float = Field(1.0, gt=0)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     record_runs: bool = True
+    history_hours: float = Field(72.0, gt=0)
 
     # -- security ------------------------------------------------------------------------------
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)

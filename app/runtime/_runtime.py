@@ -47,6 +47,8 @@ class RuntimeSettings:
     claim_batch: int = 100
     commit_batch: int = 500
     record_runs: bool = True
+    history_hours: float = 72.0  # done deliveries, their events and step runs are kept this long
+    housekeeping_seconds: float = 600.0
 
 
 def _default_translate(key: str, locale: str, **params: Any) -> str:
@@ -305,6 +307,12 @@ class Runtime:
             raise KeyError(f"no cron step named {name!r}")
         scheduler = self.scheduler or CronScheduler(self)
         await scheduler.fire(step, self.clock.now(), manual=True)
+
+    async def purge_history(self) -> dict[str, int]:
+        """Delete finished work older than `history_hours` (workers do this every few minutes)."""
+        before = self.clock.now() - self.settings.history_hours * 3600
+        async with self.engine.begin() as conn:
+            return await _store.purge_history(conn, before)
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         async with self.read_connection() as conn:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _json
-from ._schema import cron_marks, deliveries, events, state
+from ._schema import cron_marks, deliveries, events, state, step_runs
 
 # ---------------------------------------------------------------------------------------------
 # State
@@ -560,8 +560,23 @@ async def replay_dead(conn: AsyncConnection, ids: Sequence[int] | None, now: flo
     return sorted(r[0] for r in await conn.execute(stmt))
 
 
-async def purge_done(conn: AsyncConnection, before: float) -> int:
-    result = await conn.execute(
+async def purge_history(conn: AsyncConnection, before: float) -> dict[str, int]:
+    """Forget finished work older than `before`: done deliveries, their events, step runs.
+
+    Dead letters and anything unfinished are kept whatever their age.
+    """
+    done = await conn.execute(
         delete(deliveries).where(deliveries.c.status == "done", deliveries.c.finished_at < before)
     )
-    return int(result.rowcount)
+    unfinished = select(deliveries.c.event_id).where(
+        deliveries.c.event_id.is_not(None), deliveries.c.status != "done"
+    )
+    old_events = await conn.execute(
+        delete(events).where(events.c.created_at < before, events.c.id.not_in(unfinished))
+    )
+    old_runs = await conn.execute(delete(step_runs).where(step_runs.c.started_at < before))
+    return {
+        "deliveries": int(done.rowcount),
+        "events": int(old_events.rowcount),
+        "runs": int(old_runs.rowcount),
+    }

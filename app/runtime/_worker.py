@@ -86,6 +86,7 @@ class Worker:
             asyncio.create_task(self._claim_loop(), name="stepwise-claim"),
             asyncio.create_task(self._commit_loop(), name="stepwise-commit"),
             asyncio.create_task(self._renew_loop(), name="stepwise-leases"),
+            asyncio.create_task(self._housekeeping_loop(), name="stepwise-housekeeping"),
         ]
         self._log.info("worker started", concurrency=self.concurrency, steps=len(self._all_steps))
 
@@ -409,6 +410,16 @@ class Worker:
                     )
             except Exception as exc:
                 self._log.warning("lease renewal failed", error=str(exc))
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.housekeeping_seconds)
+            try:
+                removed = await self.runtime.purge_history()
+                if any(removed.values()):
+                    self._log.info("old history removed", **removed)
+            except Exception as exc:
+                self._log.warning("housekeeping failed", error=str(exc))
 
 
 class _Permanent(Exception):

@@ -221,3 +221,59 @@ async def _settle(client: httpx.AsyncClient) -> None:
     import asyncio
 
     await asyncio.sleep(0.3)
+
+
+async def test_old_finished_work_is_forgotten_but_dead_letters_are_kept(
+    tmp_path: Path, db_url: str
+) -> None:
+    clock = ManualClock(start=4_000_000.0)
+    async with step_app(tmp_path, db_url, FLAKY, clock=clock) as client:
+        runtime = runtime_of(client)
+        await client.post("/start/fanout")
+        await client.post("/start/doomed")
+        await eventually(lambda: _async(len(calls(client, "Doomed")) == 1))
+        await eventually(lambda: _pending_after_step(client, "Doomed", 1))
+        clock.advance(5.1)
+        await eventually(runtime.dead_letters)
+        await eventually(lambda: _async(len(calls(client, "FanB")) == 2))
+        await eventually(lambda: _async_not(lambda: _unfinished(client)))
+        await runtime.recorder.flush()
+        kept = await runtime.purge_history()
+        clock.advance(runtime.settings.history_hours * 3600 + 1)
+        removed = await runtime.purge_history()
+        dead = await runtime.dead_letters()
+    assert kept == {"deliveries": 0, "events": 0, "runs": 0}
+    assert removed["deliveries"] == 2  # FanA and FanB
+    assert removed["events"] == 1  # the fanout event; the dead letter's event stays
+    assert removed["runs"] >= 5
+    assert [d["step"] for d in dead] == ["Doomed"]
+
+
+async def _pending_after_step(client: httpx.AsyncClient, step: str, attempts: int) -> bool:
+    async with runtime_of(client).read_connection() as conn:
+        from sqlalchemy import select
+
+        from app.runtime._schema import deliveries
+
+        row = (
+            await conn.execute(
+                select(deliveries.c.status, deliveries.c.attempts).where(deliveries.c.step == step)
+            )
+        ).first()
+    return row is not None and tuple(row) == ("pending", attempts)
+
+
+async def _unfinished(client: httpx.AsyncClient) -> bool:
+    async with runtime_of(client).read_connection() as conn:
+        from sqlalchemy import func, select
+
+        from app.runtime._schema import deliveries
+
+        count = (
+            await conn.execute(
+                select(func.count())
+                .select_from(deliveries)
+                .where(deliveries.c.status.in_(("pending", "running")))
+            )
+        ).scalar_one()
+    return bool(count)
