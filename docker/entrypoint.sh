@@ -5,6 +5,7 @@
 #   entrypoint.sh api [--port N]            HTTP (the image's default command)
 #   entrypoint.sh worker [--concurrency N]  event deliveries and cron firings
 #   entrypoint.sh dev [--no-reload]         everything in one process
+#   entrypoint.sh migrate                   only the migrations (a release step, a Kubernetes Job)
 #   entrypoint.sh python -m app dlq list    anything else: exec'd as given
 #
 # Environment (besides the app's own settings):
@@ -119,6 +120,10 @@ case "$role" in
         # exec: the Python process replaces this shell, so SIGTERM from the platform reaches it.
         # It listens on HOST:PORT from the settings (the image sets HOST=0.0.0.0).
         exec python -m app "$role" "$@"
+        ;;
+    migrate)
+        wait_for_database
+        exec python -m app migrate "$@"
         ;;
     *)
         exec "$role" "$@"
