@@ -569,3 +569,62 @@ def test_worker_gets_its_arguments_and_exits_0_on_sigterm(tmp_path: Path, pg_url
         assert running.cmdline()[1:] == ["-m", "app", "worker", "--concurrency", "3"]
         assert "waiting for database" not in running.output  # it was reachable at once
         assert running.stop() == 0, running.output
+
+
+# -- docs/deployment.md -----------------------------------------------------------------------------
+
+DEPLOYMENT = ROOT / "docs" / "deployment.md"
+ROLES = {"api", "worker", "dev", "migrate"}
+
+
+def snippets(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DEPLOYMENT.read_text(), flags=re.DOTALL)
+
+
+def test_the_deployment_notes_name_only_real_settings() -> None:
+    text = DEPLOYMENT.read_text()
+    section = text.split("## Environment", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `([A-Z_]+)`", section, flags=re.MULTILINE))
+    named |= {n for row in re.findall(r"^\| `([A-Z_]+)`, `([A-Z_]+)`", section, re.M) for n in row}
+    assert {"JWT_SECRET", "DATABASE_URL", "CORS_ORIGINS", "ENV", "LOG_FORMAT"} <= named
+    assert named <= SETTINGS | ENTRYPOINT_VARIABLES, named - SETTINGS - ENTRYPOINT_VARIABLES
+
+
+def test_the_fly_and_railway_examples_parse_and_run_known_processes() -> None:
+    import tomllib
+
+    fly, railway = (tomllib.loads(s) for s in snippets("toml"))
+    assert set(fly["env"]) <= SETTINGS | ENTRYPOINT_VARIABLES
+    assert fly["kill_timeout"] > float(fly["env"]["SHUTDOWN_GRACE_SECONDS"]) + 5
+    assert fly["build"]["dockerfile"] == "docker/Dockerfile"
+    assert fly["deploy"]["release_command"] == "python -m app migrate"
+    for command in fly["processes"].values():
+        program, role, *_ = command.split()
+        assert program == "/app/docker/entrypoint.sh" and role in ROLES
+    assert fly["http_service"]["internal_port"] == 3000
+    assert fly["http_service"]["checks"][0]["path"] == "/ready"
+    assert railway["build"]["dockerfilePath"] == "docker/Dockerfile"
+    assert railway["deploy"]["startCommand"].split()[:2] == ["/app/docker/entrypoint.sh", "api"]
+    assert railway["deploy"]["healthcheckPath"] == "/ready"
+
+
+def test_the_kubernetes_example_parses_and_matches_the_image() -> None:
+    [manifest] = snippets("yaml")
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(manifest)}
+    assert set(docs["stepwise"]["stringData"]) <= SETTINGS
+    for name in ("stepwise-migrate", "stepwise-api", "stepwise-worker"):
+        pod = docs[name]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == 10001  # the image's USER
+        [container] = pod["containers"]
+        assert container["args"][0] in ROLES
+        assert {e["name"] for e in container.get("env", [])} <= SETTINGS | ENTRYPOINT_VARIABLES
+    api = docs["stepwise-api"]["spec"]["template"]["spec"]
+    [container] = api["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["ports"][0]["containerPort"] == 3000
+    for name in ("stepwise-api", "stepwise-worker"):
+        pod = docs[name]["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        grace = float({e["name"]: e["value"] for e in container["env"]}["SHUTDOWN_GRACE_SECONDS"])
+        assert pod["terminationGracePeriodSeconds"] > grace + 5
