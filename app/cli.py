@@ -22,11 +22,27 @@ def _settings() -> Settings:
 # -- serving ------------------------------------------------------------------------------------
 
 
+def _exit_0_on_sigterm() -> None:
+    """SIGTERM ends the server with status 0 once its graceful shutdown is done.
+
+    uvicorn shuts down on SIGTERM, then raises the signal again for the handler that was in
+    place before it; with the default one the process dies "killed by SIGTERM" (143) after a
+    clean stop, which platforms report as a failure. A SIGTERM before uvicorn takes over exits
+    at once: nothing is running yet.
+    """
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
     _migrate(settings)
+    _exit_0_on_sigterm()
     uvicorn.run(
         "app.main:create_dev_app",
         factory=True,
@@ -44,6 +60,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
+    _exit_0_on_sigterm()
     uvicorn.run(
         "app.main:create_api_app",
         factory=True,
