@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -50,6 +51,8 @@ def create_app(
     settings = settings or get_settings()
     use_settings(settings)
     configure_logging(settings.log_level, settings.resolved_log_format)
+    # /ready reads the migration state on every probe; Alembic would log two lines each time.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     runtime = build_runtime(settings, clock)
     log = get_logger(component="app")
 
