@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from app.db import create_engine
 from app.i18n import translate
 from app.middleware.errors import UnhandledErrorMiddleware, install_error_handlers
+from app.middleware.i18n import LocaleMiddleware
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
 from app.runtime._tracing import TraceMiddleware
 from app.settings import Settings, get_settings, use_settings
@@ -83,8 +84,10 @@ def create_app(
     runtime.mount(app)
     install_error_handlers(app)
 
-    # Added innermost first: the last one added is the outermost.
+    # Added innermost first: the last one added is the outermost. Locale sits outside the
+    # error middleware so that every envelope, a 500 included, is in the client's language.
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(LocaleMiddleware)
     app.add_middleware(TraceMiddleware)
 
     def openapi() -> dict[str, object]:

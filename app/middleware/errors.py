@@ -55,7 +55,9 @@ def validation_details(errors: Any, locale: str) -> list[dict[str, Any]]:
     details = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
-        if loc and loc[0] == "body" and len(loc) > 1:
+        if err.get("type") == "json_invalid":
+            loc = []  # FastAPI puts the character offset in `loc`: the field is the body
+        elif loc and loc[0] == "body" and len(loc) > 1:
             loc = loc[1:]
         elif loc and loc[0] in ("query", "path", "header"):
             loc = loc[1:] or loc

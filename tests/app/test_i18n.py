@@ -1,0 +1,188 @@
+"""Translations: Accept-Language negotiation, complete catalogues, translated envelopes."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import string
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.i18n import LOCALES_DIR, catalogs, negotiate, supported_locales, translate
+from tests.conftest import ROOT
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is the error envelope with this status and code; returns its body."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error", "code", "details", "trace_id"}, body
+    assert body["code"] == code, body
+    assert body["trace_id"] == response.headers["x-trace-id"]
+    return body
+
+
+LANGUAGES = ("en", "vi", "ja")
+KEY = re.compile(r"^(error|validation|content)\.[a-z0-9_]+$")
+# Pydantic error types a client commonly triggers; each has a message in every language.
+VALIDATION_TYPES = [
+    "missing",
+    "extra_forbidden",
+    "string_type",
+    "string_too_short",
+    "string_too_long",
+    "string_pattern_mismatch",
+    "int_type",
+    "int_parsing",
+    "int_from_float",
+    "float_type",
+    "float_parsing",
+    "bool_type",
+    "bool_parsing",
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "value_error",
+    "email_invalid",
+    "json_invalid",
+    "literal_error",
+    "enum",
+    "model_attributes_type",
+    "dict_type",
+    "list_type",
+    "too_short",
+    "too_long",
+    "uuid_parsing",
+]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("vi-VN,vi;q=0.9", "vi"),
+        ("ja-JP", "ja"),
+        ("ja", "ja"),
+        ("en-US,en;q=0.9", "en"),
+        ("fr-FR,fr;q=0.9", "en"),
+        ("fr;q=1, vi;q=0.5", "vi"),
+        ("en;q=0.1, ja;q=0.8", "ja"),
+        ("vi;q=0, ja;q=0.2", "ja"),
+        ("VI-vn", "vi"),
+        ("*", "en"),
+        ("", "en"),
+        (None, "en"),
+        (";;;,,q=1,vi;q=abc", "en"),
+        ("vi;q=2", "en"),
+        ("zh-Hant-TW, ja;q=0.3", "ja"),
+    ],
+)
+def test_accept_language_is_negotiated_by_quality(header: str | None, expected: str) -> None:
+    assert negotiate(header) == expected
+
+
+def test_a_huge_accept_language_header_is_cut_not_slow() -> None:
+    assert negotiate("xx," * 100_000 + "vi") == "en"
+
+
+def test_every_language_folder_is_a_supported_locale() -> None:
+    assert set(supported_locales()) == set(LANGUAGES)
+    assert supported_locales()[0] == "en"
+
+
+def _keys_used_in_code() -> set[str]:
+    """Every message key written in app/ and steps/: string constants that look like keys,
+    and `error.<code>` for each `AppError("code", ...)` that names no key of its own."""
+    keys: set[str] = set()
+    for folder in ("app", "steps"):
+        for path in (ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    if KEY.match(node.value):
+                        keys.add(node.value)
+                elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "AppError":
+                    names_key = len(node.args) >= 3 or any(
+                        k.arg == "message_key" for k in node.keywords
+                    )
+                    first = node.args[0] if node.args else None
+                    if not names_key and isinstance(first, ast.Constant):
+                        keys.add(f"error.{first.value}")
+    return keys
+
+
+def test_the_key_scan_finds_the_keys_of_the_platform_and_the_steps() -> None:
+    keys = _keys_used_in_code()
+    assert {"error.not_found", "error.validation_failed", "error.internal"} <= keys
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_no_catalogue_misses_a_key_that_the_code_uses(language: str) -> None:
+    catalog = catalogs()[language]
+    required = _keys_used_in_code() | {f"validation.{t}" for t in VALIDATION_TYPES}
+    missing = sorted(required - set(catalog))
+    assert not missing, f"locales/{language} misses {missing}"
+
+
+@pytest.mark.parametrize("language", ["vi", "ja"])
+def test_translations_have_the_same_keys_and_placeholders_as_english(language: str) -> None:
+    english, other = catalogs()["en"], catalogs()[language]
+    assert set(other) == set(english)
+    fields = string.Formatter()
+    for key, text in english.items():
+        want = {name for _, name, _, _ in fields.parse(text) if name}
+        got = {name for _, name, _, _ in fields.parse(other[key]) if name}
+        assert got == want, f"{language} {key}: placeholders {got} != {want}"
+        if language != "en" and not key.startswith("validation."):
+            assert other[key] != text, f"{language} {key} is not translated"
+
+
+def test_the_po_sources_are_read_when_no_compiled_catalogue_exists(tmp_path: Path) -> None:
+    copy = tmp_path / "locales"
+    shutil.copytree(LOCALES_DIR, copy, ignore=shutil.ignore_patterns("*.mo"))
+    assert not list(copy.rglob("*.mo"))
+    assert catalogs(copy) == catalogs(LOCALES_DIR)
+
+
+def test_a_compiled_catalogue_older_than_its_source_is_not_used(tmp_path: Path) -> None:
+    copy = tmp_path / "locales"
+    shutil.copytree(LOCALES_DIR, copy)
+    po = copy / "vi" / "LC_MESSAGES" / "messages.po"
+    po.write_text(po.read_text().replace('msgstr "Chào mừng"', 'msgstr "Xin chào"'))
+    assert catalogs(copy)["vi"]["content.welcome"] == "Xin chào"
+
+
+def test_translate_fills_placeholders_and_falls_back_to_english_then_the_key() -> None:
+    assert translate("error.rate_limited_retry", "ja", retry_after=7) == (
+        "リクエストが多すぎます。7秒後に再度お試しください。"
+    )
+    assert translate("content.welcome", "xx") == "Welcome"
+    assert translate("no.such.key", "vi") == "no.such.key"
+    assert translate("error.rate_limited_retry", "en") == (
+        "Too many requests. Try again in {retry_after} seconds."
+    )
+
+
+# -- through HTTP ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("en", "Resource not found."),
+        ("vi-VN,vi;q=0.9", "Không tìm thấy tài nguyên."),
+        ("ja", "リソースが見つかりません。"),
+        ("de", "Resource not found."),
+    ],
+)
+async def test_the_error_envelope_speaks_the_clients_language(
+    client: httpx.AsyncClient, language: str, message: str
+) -> None:
+    response = await client.get("/no/such/page", headers={"Accept-Language": language})
+    body = assert_envelope(response, 404, "not_found")
+    assert body["error"] == message
+    assert response.headers["content-language"] == negotiate(language)
