@@ -180,6 +180,11 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         "steps_dir": ROOT / "steps",
         "log_level": "WARNING",
         "sqlite_synchronous": "NORMAL",
+        # Real argon2id at its cheapest (production costs ~0.1 s a hash); tests that measure
+        # the cost itself set production values.
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 8192,
+        "password_hash_parallelism": 1,
     }
     values.update(overrides)
     return Settings(**values)

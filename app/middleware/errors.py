@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +28,15 @@ _HTTP_CODES = {
 }
 
 log = get_logger(component="errors")
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error response (for OpenAPI: steps list it under `responses`)."""
+
+    error: str
+    code: str
+    details: list[dict[str, Any]] = []
+    trace_id: str | None = None
 
 
 def envelope(
@@ -79,9 +89,28 @@ def _ctx(err: dict[str, Any]) -> dict[str, Any]:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if exc.status == 401:
+        return _unauthorized(request.scope, exc)
     return envelope(
         request.scope, exc.status, exc.code, exc.message_key, exc.details, exc.headers, **exc.params
     )
+
+
+def _unauthorized(scope: Scope, exc: AppError) -> Response:
+    """A 401 says how to authenticate; when the request carried a token that the auth middleware
+    refused (`scope["auth_error"]`), it says that token is the problem (RFC 6750)."""
+    reason = scope.get("auth_error")
+    if reason and exc.code == "unauthorized":
+        return envelope(
+            scope,
+            401,
+            "invalid_token",
+            "error.invalid_token",
+            [{"reason": reason}],
+            {**exc.headers, "WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    headers = {"WWW-Authenticate": "Bearer", **exc.headers}
+    return envelope(scope, 401, exc.code, exc.message_key, exc.details, headers, **exc.params)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

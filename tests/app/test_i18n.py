@@ -7,24 +7,13 @@ import re
 import shutil
 import string
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from app.i18n import LOCALES_DIR, catalogs, negotiate, supported_locales, translate
+from tests.accounts import assert_envelope, bearer, login, register
 from tests.conftest import ROOT
-
-
-def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The response is the error envelope with this status and code; returns its body."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"error", "code", "details", "trace_id"}, body
-    assert body["code"] == code, body
-    assert body["trace_id"] == response.headers["x-trace-id"]
-    return body
-
 
 LANGUAGES = ("en", "vi", "ja")
 KEY = re.compile(r"^(error|validation|content)\.[a-z0-9_]+$")
@@ -117,7 +106,8 @@ def _keys_used_in_code() -> set[str]:
 
 def test_the_key_scan_finds_the_keys_of_the_platform_and_the_steps() -> None:
     keys = _keys_used_in_code()
-    assert {"error.not_found", "error.validation_failed", "error.internal"} <= keys
+    assert {"error.not_found", "error.invalid_token"} <= keys
+    assert "error.email_taken" in keys
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -186,3 +176,69 @@ async def test_the_error_envelope_speaks_the_clients_language(
     body = assert_envelope(response, 404, "not_found")
     assert body["error"] == message
     assert response.headers["content-language"] == negotiate(language)
+
+
+@pytest.mark.parametrize(
+    ("language", "top", "name", "age", "email"),
+    [
+        (
+            "en",
+            "Validation failed.",
+            "Must be at least 2 characters long.",
+            "Must be greater than or equal to 18.",
+            "Must be a valid email address.",
+        ),
+        (
+            "vi",
+            "Dữ liệu không hợp lệ.",
+            "Phải có ít nhất 2 ký tự.",
+            "Phải lớn hơn hoặc bằng 18.",
+            "Phải là một địa chỉ email hợp lệ.",
+        ),
+        (
+            "ja",
+            "入力内容に誤りがあります。",
+            "2文字以上で入力してください。",
+            "18以上の値を入力してください。",
+            "有効なメールアドレスを入力してください。",
+        ),
+    ],
+)
+async def test_an_invalid_create_user_reads_in_the_clients_language(
+    client: httpx.AsyncClient, language: str, top: str, name: str, age: str, email: str
+) -> None:
+    await register(client, "i18n@example.com")
+    headers = bearer(await login(client, "i18n@example.com"), **{"Accept-Language": language})
+    response = await client.post(
+        "/users", json={"email": "not-an-email", "name": "A", "age": 17}, headers=headers
+    )
+    body = assert_envelope(response, 400, "validation_failed")
+    assert body["error"] == top
+    by_field = {d["field"]: d for d in body["details"]}
+    assert by_field["name"]["message"] == name
+    assert by_field["age"]["message"] == age
+    assert by_field["email"]["message"] == email
+    assert by_field["email"]["type"] == "email_invalid"
+
+
+@pytest.mark.parametrize(
+    ("language", "missing", "json"),
+    [
+        ("en", "This field is required.", "The body is not valid JSON."),
+        ("vi", "Trường này là bắt buộc.", "Nội dung không phải là JSON hợp lệ."),
+        ("ja", "この項目は必須です。", "本文が有効なJSONではありません。"),
+    ],
+)
+async def test_missing_fields_and_malformed_json_are_translated(
+    client: httpx.AsyncClient, language: str, missing: str, json: str
+) -> None:
+    headers = {"Accept-Language": language}
+    response = await client.post("/auth/register", json={}, headers=headers)
+    details = assert_envelope(response, 400, "validation_failed")["details"]
+    assert {d["field"] for d in details} == {"email", "password"}
+    assert {d["message"] for d in details} == {missing}
+
+    headers["Content-Type"] = "application/json"
+    response = await client.post("/auth/register", content=b'{"email": ', headers=headers)
+    details = assert_envelope(response, 400, "validation_failed")["details"]
+    assert details == [{"field": "body", "message": json, "type": "json_invalid"}]
