@@ -13,6 +13,8 @@ from app.accounts import NoUsersTableError, ensure_first_admin
 from app.db import create_engine
 from app.i18n import translate
 from app.middleware.auth import AuthMiddleware
+from app.middleware.body_limit import BodyLimitMiddleware
+from app.middleware.cors import install_cors
 from app.middleware.errors import UnhandledErrorMiddleware, install_error_handlers
 from app.middleware.i18n import LocaleMiddleware
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
@@ -96,7 +98,9 @@ def create_app(
         runtime=runtime,
         cache_seconds=settings.auth_cache_seconds,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrorMiddleware)
+    install_cors(app, settings)
     app.add_middleware(LocaleMiddleware)
     app.add_middleware(TraceMiddleware)
 

@@ -74,14 +74,28 @@ class Settings(BaseSettings):
         "http://localhost:3000",
         "http://127.0.0.1:3000",
     ]
+    cors_methods: Annotated[list[str], NoDecode] = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    cors_headers: Annotated[list[str], NoDecode] = [
+        "Authorization",
+        "Content-Type",
+        "Accept-Language",
+        "X-Trace-Id",
+    ]
+    cors_allow_credentials: bool = False
+    cors_max_age: int = Field(600, ge=0, le=86_400)
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "cors_methods", "cors_headers", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("cors_methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return [v.upper() for v in value]
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
@@ -97,6 +111,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE "
                 "(a PEM private key)"
+            )
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "CORS_ALLOW_CREDENTIALS=true needs explicit CORS_ORIGINS: with '*' any site could "
+                "make credentialed requests"
             )
         if (self.admin_email is None) != (self.admin_password is None):
             raise ValueError("ADMIN_EMAIL and ADMIN_PASSWORD are set together, or neither")
