@@ -35,6 +35,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         reload=not args.no_reload,
         reload_dirs=["app", "steps"],
         log_level="warning",
+        proxy_headers=False,  # X-Forwarded-For is weighed by the app (TRUSTED_PROXIES)
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Literal
@@ -85,7 +86,14 @@ class Settings(BaseSettings):
     cors_max_age: int = Field(600, ge=0, le=86_400)
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
-    @field_validator("cors_origins", "cors_methods", "cors_headers", mode="before")
+    # -- rate limiting -------------------------------------------------------------------------
+    rate_limit_enabled: bool = True
+    # Addresses or networks of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    @field_validator(
+        "cors_origins", "cors_methods", "cors_headers", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -96,6 +104,16 @@ class Settings(BaseSettings):
     @classmethod
     def _methods(cls, value: list[str]) -> list[str]:
         return [v.upper() for v in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

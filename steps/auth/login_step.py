@@ -13,7 +13,8 @@ config = {
     "method": "POST",
     "auth": "public",
     "body": Login,
-    "responses": {200: TokenOut, 400: ErrorEnvelope, 401: ErrorEnvelope},
+    "rate_limit": "20/minute",
+    "responses": {200: TokenOut, 400: ErrorEnvelope, 401: ErrorEnvelope, 429: ErrorEnvelope},
     "flows": ["auth"],
     "description": "401 with the same message for an unknown email and a wrong password.",
 }

@@ -14,7 +14,8 @@ config = {
     "method": "POST",
     "auth": "public",
     "body": Register,
-    "responses": {201: UserOut, 400: ErrorEnvelope, 409: ErrorEnvelope},
+    "rate_limit": "10/minute",
+    "responses": {201: UserOut, 400: ErrorEnvelope, 409: ErrorEnvelope, 429: ErrorEnvelope},
     "flows": ["auth"],
     "description": "Sign up: 201 with the account; 409 when the email is taken (in any case).",
 }

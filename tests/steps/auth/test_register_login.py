@@ -46,6 +46,7 @@ async def test_register_creates_a_user_account_and_never_shows_the_password(
     assert body["email"] == "ann.lee@example.com"
     assert (body["name"], body["role"], body["age"]) == ("Ann", "user", None)
     assert PASSWORD not in response.text and "hash" not in response.text
+    assert response.headers["x-ratelimit-limit"] == "10"
 
 
 @pytest.mark.parametrize(
