@@ -106,7 +106,7 @@ def _keys_used_in_code() -> set[str]:
 
 def test_the_key_scan_finds_the_keys_of_the_platform_and_the_steps() -> None:
     keys = _keys_used_in_code()
-    assert {"error.not_found", "error.invalid_token"} <= keys
+    assert {"error.not_found", "error.invalid_token", "content.welcome"} <= keys
     assert {"error.email_taken", "error.rate_limited_retry"} <= keys
 
 
