@@ -127,6 +127,17 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): malformed JSON.
+        locale = request.scope.get("locale", "en")
+        error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}
+        return envelope(
+            request.scope,
+            400,
+            "validation_failed",
+            "error.validation_failed",
+            validation_details([error], locale),
+        )
     code, key = _HTTP_CODES.get(exc.status_code, ("http_error", "error.http"))
     if exc.status_code >= 500 and exc.status_code not in _HTTP_CODES:
         code, key = "internal", "error.internal"

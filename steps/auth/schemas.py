@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.accounts import EmailAddress
+from app.fields import SingleLine
 
 # Long enough to resist guessing, short enough that hashing it is no denial of service.
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
@@ -17,7 +18,7 @@ class Register(BaseModel):
 
     email: EmailAddress
     password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
-    name: str | None = Field(None, min_length=2, max_length=100)
+    name: SingleLine | None = Field(None, min_length=2, max_length=100)
 
 
 class Login(BaseModel):

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from app.accounts import EmailAddress
+from app.fields import SingleLine
 
 
 class CreateUser(BaseModel):
@@ -17,7 +18,7 @@ class CreateUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailAddress
-    name: str = Field(min_length=2, max_length=100)
+    name: SingleLine = Field(min_length=2, max_length=100)
     age: StrictInt = Field(ge=18, le=150)
 
 
@@ -28,7 +29,7 @@ class UpdateUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailAddress = Field(None)  # type: ignore[assignment]
-    name: str = Field(None, min_length=2, max_length=100)  # type: ignore[assignment]
+    name: SingleLine = Field(None, min_length=2, max_length=100)  # type: ignore[assignment]
     age: StrictInt = Field(None, ge=18, le=150)  # type: ignore[assignment]
     role: Literal["user", "admin"] = Field(None)  # type: ignore[assignment]
 

@@ -85,7 +85,8 @@ def test_every_language_folder_is_a_supported_locale() -> None:
 
 def _keys_used_in_code() -> set[str]:
     """Every message key written in app/ and steps/: string constants that look like keys,
-    and `error.<code>` for each `AppError("code", ...)` that names no key of its own."""
+    `error.<code>` for each `AppError("code", ...)` that names no key of its own, and
+    `validation.<type>` for each custom pydantic error type."""
     keys: set[str] = set()
     for folder in ("app", "steps"):
         for path in (ROOT / folder).rglob("*.py"):
@@ -94,6 +95,12 @@ def _keys_used_in_code() -> set[str]:
                 if isinstance(node, ast.Constant) and isinstance(node.value, str):
                     if KEY.match(node.value):
                         keys.add(node.value)
+                elif (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "id", None) == "PydanticCustomError"
+                    and isinstance(node.args[0], ast.Constant)
+                ):
+                    keys.add(f"validation.{node.args[0].value}")
                 elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "AppError":
                     names_key = len(node.args) >= 3 or any(
                         k.arg == "message_key" for k in node.keywords
@@ -108,6 +115,7 @@ def test_the_key_scan_finds_the_keys_of_the_platform_and_the_steps() -> None:
     keys = _keys_used_in_code()
     assert {"error.not_found", "error.invalid_token", "content.welcome"} <= keys
     assert {"error.email_taken", "error.rate_limited_retry"} <= keys
+    assert {"validation.email_invalid", "validation.string_control_characters"} <= keys
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

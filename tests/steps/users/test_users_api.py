@@ -186,3 +186,17 @@ async def test_only_an_admin_deletes_and_a_deleted_user_is_gone(any_db_url: str)
     assert deleted.status_code == 204 and deleted.content == b""
     assert_envelope(again, 404, "not_found")
     assert_envelope(fetched, 404, "not_found")
+
+
+@pytest.mark.parametrize("name", ["Ann\x00", "Ann\nLee", "Ann\u0085"])
+async def test_names_with_control_characters_are_refused_on_every_database(
+    any_db_url: str, name: str
+) -> None:
+    """Postgres cannot store NUL in text: it must be a 400, never a 500 (found by the fuzz)."""
+    async with running_app(admin_settings(any_db_url)) as client:
+        me, headers = await sign_up(client, "control@example.com")
+        created = await client.post("/users", json={**ANN, "name": name}, headers=headers)
+        changed = await client.patch(f"/users/{me['id']}", json={"name": name}, headers=headers)
+    for response in (created, changed):
+        details = assert_envelope(response, 400, "validation_failed")["details"]
+        assert [(d["field"], d["type"]) for d in details] == [("name", "string_control_characters")]
