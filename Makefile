@@ -5,7 +5,7 @@ export UV_PYTHON_PREFERENCE := only-system
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: run test lint format setup migrate bench clean
+.PHONY: run test lint format setup migrate messages bench clean
 
 # uv comes from PyPI; installed into .tools/ when the machine has none.
 .tools/bin/uv:
@@ -16,7 +16,15 @@ PY := .venv/bin/python
 	$(UV) sync --frozen --python python3
 	@touch $@
 
-setup: .venv/.synced
+# Translations: each locales/<lang>/LC_MESSAGES/messages.po is compiled to its .mo (git-ignored).
+MO_FILES := $(patsubst %.po,%.mo,$(wildcard locales/*/LC_MESSAGES/messages.po))
+
+locales/%/LC_MESSAGES/messages.mo: locales/%/LC_MESSAGES/messages.po .venv/.synced
+	.venv/bin/pybabel compile --domain messages --locale $* --input-file $< --output-file $@
+
+setup: .venv/.synced $(MO_FILES)
+
+messages: $(MO_FILES)
 
 run: setup
 	$(PY) -m app dev
@@ -38,3 +46,4 @@ migrate: setup
 
 clean:
 	rm -rf .venv .tools var/*.db var/*.db-* .pytest_cache .mypy_cache .ruff_cache
+	rm -f locales/*/LC_MESSAGES/*.mo

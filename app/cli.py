@@ -51,6 +51,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         reload=not args.no_reload,
         reload_dirs=["app", "steps"],
         log_level="warning",
+        proxy_headers=False,  # X-Forwarded-For is weighed by the app (TRUSTED_PROXIES)
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
     return 0
@@ -115,6 +116,55 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _backend(settings: Settings) -> str:
     return "postgres" if settings.database_url.startswith("postgres") else "sqlite"
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    from app.accounts import NoUsersTableError, make_admin, normalize_email
+    from app.db import create_engine
+    from app.models import load_feature_models
+    from app.security import passwords
+
+    settings = _settings()
+    try:
+        email = normalize_email(args.email)
+    except ValueError as exc:
+        print(f"error: {args.email!r} is not a valid email address: {exc}", file=sys.stderr)
+        return 2
+    password = _read_password(args.password_stdin)
+    if password is None:
+        return 2
+    load_feature_models(settings.steps_dir)
+
+    async def run() -> str:
+        engine = create_engine(settings)
+        try:
+            return await make_admin(engine, email, password, passwords(settings))
+        finally:
+            await engine.dispose()
+
+    try:
+        outcome = asyncio.run(run())
+    except NoUsersTableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{email}: admin {'created' if outcome == 'created' else 'promoted, password reset'}")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("error: the passwords differ", file=sys.stderr)
+            return None
+    if len(password) < 8:
+        print("error: the password must be at least 8 characters long", file=sys.stderr)
+        return None
+    return password
 
 
 # -- inspection ---------------------------------------------------------------------------------
@@ -258,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply the database migrations (Alembic upgrade head)")
     p.set_defaults(fn=cmd_migrate)
+
+    p = sub.add_parser(
+        "create-admin",
+        help="make EMAIL an admin with a new password (creating the account if needed)",
+    )
+    p.add_argument("email")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    p.set_defaults(fn=cmd_create_admin)
 
     p = sub.add_parser("graph", help="the step graph as text, JSON or Mermaid")
     p.add_argument("--format", choices=["text", "json", "mermaid"], default="text")

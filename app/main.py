@@ -10,11 +10,18 @@ from typing import Literal
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.accounts import NoUsersTableError, ensure_first_admin
 from app.db import create_engine
 from app.i18n import translate
+from app.middleware.auth import AuthMiddleware
+from app.middleware.body_limit import BodyLimitMiddleware
+from app.middleware.cors import install_cors
 from app.middleware.errors import UnhandledErrorMiddleware, install_error_handlers
+from app.middleware.i18n import LocaleMiddleware
+from app.middleware.ratelimit import install_rate_limits
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
 from app.runtime._tracing import TraceMiddleware
+from app.security import JwtCodec, passwords
 from app.settings import Settings, get_settings, use_settings
 
 Role = Literal["dev", "api"]
@@ -61,6 +68,7 @@ def create_app(
         for warning in runtime.registry.warnings():
             log.warning("step graph", problem=warning)
         await runtime.start(worker=role == "dev")
+        await _first_admin(runtime, settings)
         log.info(
             "stepwise started",
             role=role,
@@ -86,9 +94,21 @@ def create_app(
     app.state.runtime = runtime
     runtime.mount(app)
     install_error_handlers(app)
+    if settings.rate_limit_enabled:
+        install_rate_limits(runtime, settings.trusted_proxies)
 
-    # Added innermost first: the last one added is the outermost.
+    # Added innermost first: the last one added is the outermost. Locale sits outside the
+    # error middleware so that every envelope, a 500 included, is in the client's language.
+    app.add_middleware(
+        AuthMiddleware,
+        codec=JwtCodec.from_settings(settings),
+        runtime=runtime,
+        cache_seconds=settings.auth_cache_seconds,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrorMiddleware)
+    install_cors(app, settings)
+    app.add_middleware(LocaleMiddleware)
     app.add_middleware(TraceMiddleware)
 
     def openapi() -> dict[str, object]:
@@ -102,6 +122,24 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _first_admin(runtime: Runtime, settings: Settings) -> None:
+    """Create the admin of ADMIN_EMAIL/ADMIN_PASSWORD when no account has that email."""
+    if settings.admin_email is None or settings.admin_password is None:
+        return
+    log = get_logger(component="app")
+    try:
+        await ensure_first_admin(
+            runtime.engine,
+            settings.admin_email,
+            settings.admin_password.get_secret_value(),
+            passwords(settings),
+        )
+    except NoUsersTableError as exc:
+        log.warning("ADMIN_EMAIL is set but there are no accounts", reason=str(exc))
+    except Exception as exc:  # a database not migrated yet must not stop the API from starting
+        log.error("could not create the first admin", error=f"{type(exc).__name__}: {exc}")
 
 
 def create_dev_app() -> FastAPI:

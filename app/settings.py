@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,6 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refused in production
+
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]
 
 
 def _version() -> str:
@@ -48,30 +51,95 @@ class Settings(BaseSettings):
     history_hours: float = Field(72.0, gt=0)
 
     # -- security ------------------------------------------------------------------------------
+    jwt_algorithm: JwtAlgorithm = "HS256"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    # RS*/ES*: the PEM private key (signs; its public half verifies unless one is given).
+    jwt_private_key: SecretStr | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_public_key: str | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_expire_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
+    jwt_issuer: str = "stepwise"
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(10, ge=0, le=300)
+    # argon2id cost (pwdlib); stored hashes with other parameters are upgraded at login.
+    password_hash_time_cost: int = Field(3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(65_536, ge=8_192, le=1_048_576)
+    password_hash_parallelism: int = Field(4, ge=1, le=16)
+    # The first admin, created at start-up when no account has this email.
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+    # Seconds an API process trusts what it read about a token's user (0: read every time).
+    auth_cache_seconds: float = Field(5.0, ge=0, le=300)
+
     cors_origins: Annotated[list[str], NoDecode] = [
         "http://localhost:3000",
         "http://127.0.0.1:3000",
     ]
+    cors_methods: Annotated[list[str], NoDecode] = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    cors_headers: Annotated[list[str], NoDecode] = [
+        "Authorization",
+        "Content-Type",
+        "Accept-Language",
+        "X-Trace-Id",
+    ]
+    cors_allow_credentials: bool = False
+    cors_max_age: int = Field(600, ge=0, le=86_400)
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
-    @field_validator("cors_origins", mode="before")
+    # -- rate limiting -------------------------------------------------------------------------
+    rate_limit_enabled: bool = True
+    # Addresses or networks of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    @field_validator(
+        "cors_origins", "cors_methods", "cors_headers", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("cors_methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return [v.upper() for v in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
-        if self.env == "production":
+        if self.jwt_algorithm.startswith("HS"):
             secret = self.jwt_secret.get_secret_value()
-            if secret == DEV_JWT_SECRET or len(secret) < 32:
+            if self.env == "production" and (secret == DEV_JWT_SECRET or len(secret) < 32):
                 raise ValueError(
                     "JWT_SECRET must be set to a random value of at least 32 characters when "
                     "ENV=production (for example: python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))')"
                 )
+        elif self.jwt_private_key is None and self.jwt_private_key_file is None:
+            raise ValueError(
+                f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE "
+                "(a PEM private key)"
+            )
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "CORS_ALLOW_CREDENTIALS=true needs explicit CORS_ORIGINS: with '*' any site could "
+                "make credentialed requests"
+            )
+        if (self.admin_email is None) != (self.admin_password is None):
+            raise ValueError("ADMIN_EMAIL and ADMIN_PASSWORD are set together, or neither")
+        if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 8:
+            raise ValueError("ADMIN_PASSWORD must be at least 8 characters long")
         if self.lease_renew_seconds >= self.lease_seconds:
             raise ValueError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
         return self

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +28,15 @@ _HTTP_CODES = {
 }
 
 log = get_logger(component="errors")
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error response (for OpenAPI: steps list it under `responses`)."""
+
+    error: str
+    code: str
+    details: list[dict[str, Any]] = []
+    trace_id: str | None = None
 
 
 def envelope(
@@ -55,7 +65,9 @@ def validation_details(errors: Any, locale: str) -> list[dict[str, Any]]:
     details = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
-        if loc and loc[0] == "body" and len(loc) > 1:
+        if err.get("type") == "json_invalid":
+            loc = []  # FastAPI puts the character offset in `loc`: the field is the body
+        elif loc and loc[0] == "body" and len(loc) > 1:
             loc = loc[1:]
         elif loc and loc[0] in ("query", "path", "header"):
             loc = loc[1:] or loc
@@ -77,9 +89,28 @@ def _ctx(err: dict[str, Any]) -> dict[str, Any]:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if exc.status == 401:
+        return _unauthorized(request.scope, exc)
     return envelope(
         request.scope, exc.status, exc.code, exc.message_key, exc.details, exc.headers, **exc.params
     )
+
+
+def _unauthorized(scope: Scope, exc: AppError) -> Response:
+    """A 401 says how to authenticate; when the request carried a token that the auth middleware
+    refused (`scope["auth_error"]`), it says that token is the problem (RFC 6750)."""
+    reason = scope.get("auth_error")
+    if reason and exc.code == "unauthorized":
+        return envelope(
+            scope,
+            401,
+            "invalid_token",
+            "error.invalid_token",
+            [{"reason": reason}],
+            {**exc.headers, "WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    headers = {"WWW-Authenticate": "Bearer", **exc.headers}
+    return envelope(scope, 401, exc.code, exc.message_key, exc.details, headers, **exc.params)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -96,6 +127,17 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): malformed JSON.
+        locale = request.scope.get("locale", "en")
+        error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}
+        return envelope(
+            request.scope,
+            400,
+            "validation_failed",
+            "error.validation_failed",
+            validation_details([error], locale),
+        )
     code, key = _HTTP_CODES.get(exc.status_code, ("http_error", "error.http"))
     if exc.status_code >= 500 and exc.status_code not in _HTTP_CODES:
         code, key = "internal", "error.internal"

@@ -1,0 +1,108 @@
+"""Bearer-token authentication (pure ASGI): puts the signed-in user on `scope["user"]`.
+
+The route decides what it needs (the step's `auth` level): this middleware only says who is
+asking. No token: `scope["user"]` is None. A token that is malformed, wrongly signed, signed with
+another algorithm (`alg=none` included), expired, or whose user no longer exists leaves the user
+None and records why in `scope["auth_error"]`; a route that needs a user then answers 401 with
+code `invalid_token` (public routes ignore a bad token, so a client holding a stale one can
+still log in).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.accounts import NoUsersTableError, parse_user_id, principal_cache, read_principal
+from app.middleware.errors import envelope
+from app.runtime import get_logger
+from app.security import JwtCodec, Principal, TokenError
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+log = get_logger(component="auth")
+
+
+class AuthMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, codec: JwtCodec, runtime: Runtime, cache_seconds: float
+    ) -> None:
+        self.app = app
+        self.codec = codec
+        self.runtime = runtime
+        self.cache_seconds = cache_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if scope.get("user") is not None:
+            # An outer layer (a gateway adapter, a test harness) already said who this is.
+            await self.app(scope, receive, send)
+            return
+        scope["user"] = None
+        token = _bearer_token(scope)
+        if token is not None:
+            try:
+                scope["user"] = await self._principal(token)
+            except TokenError as exc:
+                scope["auth_error"] = exc.reason
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("cannot check a token: database unavailable", error=str(exc))
+                if scope["type"] == "http":
+                    response = envelope(scope, 503, "unavailable", "error.unavailable")
+                    await response(scope, receive, send)
+                    return
+                scope["auth_error"] = "invalid"
+        if scope["user"] is not None:
+            structlog.contextvars.bind_contextvars(user_id=scope["user"].id)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            structlog.contextvars.unbind_contextvars("user_id")
+
+    async def _principal(self, token: str) -> Principal:
+        claims = self.codec.decode(token)
+        user_id = parse_user_id(claims["sub"])
+        if user_id is None:
+            raise TokenError("invalid")
+        principal = await self._load(user_id)
+        if principal is None:
+            raise TokenError("invalid")  # the account was deleted
+        return principal
+
+    async def _load(self, user_id: uuid.UUID) -> Principal | None:
+        key = str(user_id)
+        now = self.runtime.clock.now()
+        if self.cache_seconds > 0:
+            hit, principal = principal_cache.get(key, now)
+            if hit:
+                return principal
+        try:
+            async with self.runtime.read_connection() as conn:
+                principal = await read_principal(conn, user_id)
+        except NoUsersTableError:
+            return None
+        if self.cache_seconds > 0:
+            principal_cache.put(key, principal, now + self.cache_seconds)
+        return principal
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    """The token of `Authorization: Bearer <token>` ("" when the header is there but wrong);
+    on a WebSocket, `?token=` works too (browsers cannot set headers there)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    if scope["type"] == "websocket":
+        tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+        if tokens:
+            return str(tokens[0])
+    return None

@@ -1,0 +1,1 @@
+"""Auth: sign up, log in (a JWT access token) and who am I."""

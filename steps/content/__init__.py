@@ -1,0 +1,1 @@
+"""Content: the localized welcome (the article's GetLocalizedContent)."""

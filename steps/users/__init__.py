@@ -1,0 +1,1 @@
+"""Users: the accounts table (shared with auth) and its CRUD API (the article's CreateUser)."""
