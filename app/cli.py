@@ -278,6 +278,10 @@ def cmd_new(args: argparse.Namespace) -> int:
     init = step_file.parent / "__init__.py"
     if not init.exists():
         init.write_text(f'"""The {feature} feature."""\n')
+    # tests/ is a package tree here: keep it one, so test module names never collide
+    test_init = test_file.parent / "__init__.py"
+    if (test_file.parent.parent / "__init__.py").exists() and not test_init.exists():
+        test_init.write_text("")
     step_file.write_text(render_step(args.type, pascal, snake, feature))
     test_file.write_text(render_test(args.type, pascal, snake, feature, str(step_file)))
     print(f"created {step_file}\ncreated {test_file}")
