@@ -44,6 +44,12 @@ format: setup
 migrate: setup
 	$(PY) -m app migrate
 
+# The benchmarks, with the peers (Celery + Redis, procrastinate) from the `bench` group.
+bench: setup
+	$(UV) sync --frozen --group bench --python python3
+	$(PY) bench/events.py --peers
+	$(PY) bench/api_overhead.py
+
 clean:
 	rm -rf .venv .tools var/*.db var/*.db-* .pytest_cache .mypy_cache .ruff_cache
 	rm -f locales/*/LC_MESSAGES/*.mo

@@ -188,15 +188,17 @@ async def main() -> None:
     )
     opts = parser.parse_args()
     counts = [int(c) for c in opts.workers.split(",")]
+    if opts.peers:
+        from bench import peers
+
+        peers.preflight()  # before the Stepwise runs: bench group installed, Redis db free
     results: list[str] = []
     for backend in opts.backends.split(","):
         results += await run_backend(backend, opts.events, counts, opts.seconds)
         for line in results[-(len(counts) + (backend == "sqlite")) :]:
             print(line, flush=True)
     if opts.peers:
-        from bench import peers
-
-        await peers.run(opts.events, results)
+        await peers.run(opts.events, results, opts.seconds)
 
 
 if __name__ == "__main__":
