@@ -49,7 +49,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         reload=not args.no_reload,
-        reload_dirs=["app", "steps"],
+        reload_dirs=["app", "steps", "locales"],
+        reload_includes=["*.py", "*.po"],
         log_level="warning",
         proxy_headers=False,  # X-Forwarded-For is weighed by the app (TRUSTED_PROXIES)
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,

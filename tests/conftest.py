@@ -16,7 +16,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.db import migrate
+from app.i18n import translate
+from app.models import load_feature_models
 from app.runtime import Clock
+from app.runtime.testing import configure_step_tester
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +27,9 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("STEPWISE_REQUIRE_POSTGRES") == "1"
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgres")
+
+# StepTester speaks the project's catalogues and creates the features' tables.
+configure_step_tester(translator=translate, metadata=[load_feature_models(ROOT / "steps")])
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -36,6 +36,20 @@ from ._tracing import new_trace_id
 from ._unit import Unit
 
 
+_defaults: dict[str, Any] = {"translator": None, "metadata": []}
+
+
+def configure_step_tester(
+    *, translator: Any = None, metadata: list[MetaData] | None = None
+) -> None:
+    """Project-wide defaults for every StepTester (call it from the tests' conftest.py): the
+    app's translator, so `ctx.t` speaks the catalogues, and the feature tables to create."""
+    if translator is not None:
+        _defaults["translator"] = translator
+    if metadata is not None:
+        _defaults["metadata"] = list(metadata)
+
+
 @dataclass
 class ApiResult:
     status: int
@@ -58,7 +72,7 @@ class StepTester:
     ) -> None:
         self._step_ref = step
         self._steps_dir = Path(steps_dir)
-        self._metadata = [runtime_metadata, *(metadata or [])]
+        self._metadata = [runtime_metadata, *_defaults["metadata"], *(metadata or [])]
         self._engine = engine
         self._own_engine = engine is None
         self._clock = clock
@@ -76,10 +90,16 @@ class StepTester:
                 f"sqlite:///{self._tmp.name}/test.db", sqlite_synchronous="NORMAL"
             )
             async with self._engine.begin() as conn:
-                for md in self._metadata:
+                for md in dict.fromkeys(self._metadata):  # the same MetaData once
                     await conn.run_sync(md.create_all)
         settings = RuntimeSettings(record_runs=False)
-        self.runtime = Runtime(registry, self._engine, settings=settings, clock=self._clock)
+        self.runtime = Runtime(
+            registry,
+            self._engine,
+            settings=settings,
+            clock=self._clock,
+            translator=_defaults["translator"],
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -211,4 +231,4 @@ class StepTester:
         await unit.commit()
 
 
-__all__ = ["ApiResult", "StepTester"]
+__all__ = ["ApiResult", "StepTester", "configure_step_tester"]
