@@ -35,7 +35,6 @@ from ._steps import Registry, Step, StepHandler, discover, load_step_file, modul
 from ._tracing import new_trace_id
 from ._unit import Unit
 
-
 _defaults: dict[str, Any] = {"translator": None, "metadata": []}
 
 
