@@ -28,6 +28,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         sqlite_poll_seconds=settings.sqlite_poll_seconds,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         record_runs=settings.record_runs,
+        node_processes=settings.node_processes,
+        node_cancel_grace_seconds=settings.node_cancel_grace_seconds,
     )
 
 

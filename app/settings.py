@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     record_runs: bool = True
 
+    # -- JavaScript/TypeScript steps -------------------------------------------------------------
+    node_processes: int = Field(1, ge=1, le=64)
+    node_cancel_grace_seconds: float = Field(2.0, gt=0)
+
     # -- security ------------------------------------------------------------------------------
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     cors_origins: Annotated[list[str], NoDecode] = [
