@@ -417,7 +417,11 @@ CTX_STEPS = {
         export const config = { name: 'Append', type: 'api', path: '/append/{item}',
                                 method: 'POST', auth: 'public' };
         export const handler = async (req, { state }) => {
-          const list = await state.update('race', 'items', (cur) => [...(cur ?? []), req.params.item]);
+          const list = await state.update('race', 'items', (cur) => {
+            const items = cur ?? [];
+            items.push(req.params.item); // changed in place: update still compares the original
+            return items;
+          });
           return { status: 200, body: { size: list.length } };
         };
     """,

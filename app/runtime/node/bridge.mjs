@@ -177,8 +177,9 @@ function makeContext(inv, meta) {
     async update(group, key, fn) {
       for (let round = 0; round < 10; round += 1) {
         const seen = await state.get(group, key);
+        const expected = structuredClone(seen ?? null); // `fn` may change `seen` in place
         const next = await fn(seen);
-        const swap = await call('state.compareAndSet', group, key, seen ?? null, next ?? null);
+        const swap = await call('state.compareAndSet', group, key, expected, next ?? null);
         if (swap.ok) return swap.value;
       }
       throw new Error(`state.update(${group}, ${key}): the value kept changing`);
