@@ -76,6 +76,27 @@ def find_node_step_files(steps_dir: Path) -> list[Path]:
     return sorted(files)
 
 
+# What Node read, by the state of the files: a process that builds its app again (a test
+# suite, a CLI command after start-up) asks Node once per version of the sources.
+_configs_read: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = collections.OrderedDict()
+_SOURCES = ("*.js", "*.mjs", "*.cjs", "*.ts", "*.mts", "*.json")
+
+
+def _fingerprint(node: str, steps_dir: Path, files: list[Path]) -> tuple[Any, ...]:
+    sources = {
+        path
+        for pattern in _SOURCES
+        for path in steps_dir.rglob(pattern)
+        if "node_modules" not in path.relative_to(steps_dir).parts
+    }
+    stamps = []
+    for path in sorted(sources | set(files)):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return (node, tuple(map(str, files)), tuple(stamps))
+
+
 def discover_node_steps(steps_dir: Path) -> tuple[list[Step], list[str]]:
     """The JS/TS steps under `steps_dir` and the problems of those that are wrong.
 
@@ -109,27 +130,6 @@ def discover_node_steps(steps_dir: Path) -> tuple[list[Step], list[str]]:
         if step is not None:
             steps.append(step)
     return steps, problems
-
-
-# What Node read, by the state of the files: a process that builds its app again (a test
-# suite, a CLI command after start-up) asks Node once per version of the sources.
-_configs_read: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = collections.OrderedDict()
-_SOURCES = ("*.js", "*.mjs", "*.cjs", "*.ts", "*.mts", "*.json")
-
-
-def _fingerprint(node: str, steps_dir: Path, files: list[Path]) -> tuple[Any, ...]:
-    sources = {
-        path
-        for pattern in _SOURCES
-        for path in steps_dir.rglob(pattern)
-        if "node_modules" not in path.relative_to(steps_dir).parts
-    }
-    stamps = []
-    for path in sorted(sources | set(files)):
-        with contextlib.suppress(OSError):
-            stat = path.stat()
-            stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return (node, tuple(map(str, files)), tuple(stamps))
 
 
 def read_configs(node: str, files: list[Path]) -> tuple[dict[str, Any], str | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -215,3 +216,34 @@ def test_the_cli_refuses_to_start_with_the_js_file_and_the_reason(tmp_path: Path
     assert result.returncode == 1
     assert "bad.step.js: config.type: unknown step type 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@needs_node
+def test_configs_are_read_by_node_once_per_version_of_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.runtime import _node
+
+    reads: list[int] = []
+    real = _node.read_configs
+
+    def counting(node: str, files: list[Path]) -> Any:
+        reads.append(len(files))
+        return real(node, files)
+
+    monkeypatch.setattr(_node, "read_configs", counting)
+    folder = write_steps(
+        tmp_path,
+        {
+            "a.step.ts": "import { PATH } from './paths';\n"
+            "export const config = { name: 'A', type: 'api', path: PATH, method: 'GET' };\n"
+            + HANDLER,
+            "paths.ts": "export const PATH = '/a';\n",
+        },
+    )
+    first = discover(folder).get("A").config
+    again = discover(folder).get("A").config
+    (folder / "paths.ts").write_text("export const PATH = '/a/changed';\n")
+    changed = discover(folder).get("A").config
+    assert reads == [1, 1]  # the second discovery asked nobody; the edit was seen
+    assert (first.path, again.path, changed.path) == ("/a", "/a", "/a/changed")  # type: ignore[union-attr]
