@@ -4,6 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_PREFERENCE := only-system
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
+NPM := $(shell command -v node >/dev/null 2>&1 && command -v npm 2>/dev/null)
 
 .PHONY: run test lint format setup migrate messages bench clean
 
@@ -22,9 +23,26 @@ MO_FILES := $(patsubst %.po,%.mo,$(wildcard locales/*/LC_MESSAGES/messages.po))
 locales/%/LC_MESSAGES/messages.mo: locales/%/LC_MESSAGES/messages.po .venv/.synced
 	.venv/bin/pybabel compile --domain messages --locale $* --input-file $< --output-file $@
 
-setup: .venv/.synced $(MO_FILES)
 
 messages: $(MO_FILES)
+
+# JavaScript/TypeScript steps: esbuild (pinned in package-lock.json) when Node.js is here. No
+# install scripts run: esbuild works from its platform package without its postinstall.
+ifneq ($(NPM),)
+NODE_SETUP := node_modules/.synced
+else
+NODE_SETUP := node-missing
+endif
+
+node_modules/.synced: package.json package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+.PHONY: node-missing
+node-missing:
+	@echo "Node.js/npm not found: skipping npm ci (JavaScript/TypeScript steps are not loaded)"
+
+setup: .venv/.synced $(MO_FILES) $(NODE_SETUP)
 
 run: setup
 	$(PY) -m app dev
@@ -51,5 +69,5 @@ bench: setup
 	$(PY) bench/api_overhead.py
 
 clean:
-	rm -rf .venv .tools var/*.db var/*.db-* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools node_modules var/*.db var/*.db-* .pytest_cache .mypy_cache .ruff_cache
 	rm -f locales/*/LC_MESSAGES/*.mo

@@ -37,6 +37,8 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         record_runs=settings.record_runs,
         history_hours=settings.history_hours,
+        node_processes=settings.node_processes,
+        node_cancel_grace_seconds=settings.node_cancel_grace_seconds,
     )
 
 

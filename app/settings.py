@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     record_runs: bool = True
     history_hours: float = Field(72.0, gt=0)
 
+    # -- JavaScript/TypeScript steps -------------------------------------------------------------
+    node_processes: int = Field(1, ge=1, le=64)
+    node_cancel_grace_seconds: float = Field(2.0, gt=0)
+
     # -- security ------------------------------------------------------------------------------
     jwt_algorithm: JwtAlgorithm = "HS256"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)

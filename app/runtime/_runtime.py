@@ -20,6 +20,7 @@ from ._context import Context, encode_event_data, new_id, validate_event_data
 from ._cron import CronScheduler
 from ._errors import AppError, EmitError
 from ._logging import get_logger
+from ._node import NodePool
 from ._recorder import Recorder, StepRun
 from ._steps import Registry, Step, discover
 from ._store import NewEvent
@@ -49,6 +50,8 @@ class RuntimeSettings:
     record_runs: bool = True
     history_hours: float = 72.0  # done deliveries, their events and step runs are kept this long
     housekeeping_seconds: float = 600.0
+    node_processes: int = 1  # Node.js processes running the JavaScript/TypeScript steps
+    node_cancel_grace_seconds: float = 2.0  # a Node process not answering a cancel is killed
 
 
 def _default_translate(key: str, locale: str, **params: Any) -> str:
@@ -81,6 +84,11 @@ class Runtime:
         self.streams: dict[str, Any] = {}
         self._notify_listeners: dict[str, list[Callable[[], None]]] = {}
         self._api_middleware: list[ApiMiddleware] = []
+        self.node = NodePool.for_registry(
+            registry,
+            size=self.settings.node_processes,
+            cancel_grace=self.settings.node_cancel_grace_seconds,
+        )
         self.started = False
 
     @classmethod
@@ -105,6 +113,8 @@ class Runtime:
         """Start background work. `worker`: run deliveries; `scheduler`: enqueue cron firings."""
         scheduler = worker if scheduler is None else scheduler
         self.recorder.start()
+        if self.node is not None:
+            self.node.open()  # its Node processes boot in the background
         if worker and self.registry.queued_steps:
             self.worker = Worker(self, concurrency=concurrency or self.settings.worker_concurrency)
             await self.worker.start()
@@ -122,6 +132,8 @@ class Runtime:
             await self.scheduler.stop()
         if self.worker is not None:
             await self.worker.stop(grace)
+        if self.node is not None:
+            await self.node.stop()
         if self.listener is not None:
             await self.listener.stop()
         await self.recorder.stop()

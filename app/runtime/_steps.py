@@ -1,4 +1,5 @@
-"""Steps: discovery of `*_step.py` files, their handlers, and the registry that wires topics."""
+"""Steps: discovery of `*_step.py` files (and `*.step.js|ts`, see `_node`), their handlers, and the
+registry that wires topics."""
 
 from __future__ import annotations
 
@@ -160,6 +161,12 @@ def discover(steps_dir: Path, extra: list[Step] | None = None) -> Registry:
         problems.extend(errs)
         if step is not None:
             steps.append(step)
+    # JavaScript/TypeScript steps: imported here, not at the top (that module imports this one).
+    from ._node import discover_node_steps
+
+    node_steps, node_problems = discover_node_steps(steps_dir)
+    steps.extend(node_steps)
+    problems.extend(node_problems)
     registry = Registry(steps)
     problems.extend(registry.problems())
     if problems:

@@ -102,6 +102,8 @@ class StepTester:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.runtime.node is not None:  # JavaScript steps: their Node processes
+            await self.runtime.node.stop()
         if self._own_engine and self._engine is not None:
             await self._engine.dispose()
         if self._tmp is not None:

@@ -1,0 +1,1 @@
+"""Polyglot: a TypeScript API step, a Python event step and a JavaScript one, sharing topics."""
