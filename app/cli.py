@@ -37,6 +37,17 @@ def _exit_0_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _exit)
 
 
+def _reload_options(enabled: bool) -> dict[str, object]:
+    """Restart when a step, the app or a catalogue changes (JS/TS steps included)."""
+    if not enabled:
+        return {"reload": False}
+    return {
+        "reload": True,
+        "reload_dirs": ["app", "steps", "locales"],
+        "reload_includes": ["*.py", "*.po", "*.js", "*.ts", "*.mjs"],
+    }
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -48,9 +59,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        reload=not args.no_reload,
-        reload_dirs=["app", "steps", "locales"],
-        reload_includes=["*.py", "*.po"],
+        **_reload_options(not args.no_reload),
         log_level="warning",
         proxy_headers=False,  # X-Forwarded-For is weighed by the app (TRUSTED_PROXIES)
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,

@@ -105,6 +105,8 @@ def scratch_copy(target: Path) -> Path:
     for mo in ROOT.glob("locales/*/LC_MESSAGES/*.mo"):
         shutil.copy2(mo, target / mo.relative_to(ROOT))
     (target / ".venv").symlink_to(ROOT / ".venv")
+    if (ROOT / "node_modules").exists():
+        (target / "node_modules").symlink_to(ROOT / "node_modules")
     (target / "var").mkdir(exist_ok=True)
     return target
 
