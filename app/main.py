@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Literal
+from types import FrameType
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -28,6 +32,13 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         sqlite_poll_seconds=settings.sqlite_poll_seconds,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         record_runs=settings.record_runs,
+        stream_queue_size=settings.stream_queue_size,
+        stream_heartbeat_seconds=settings.stream_heartbeat_seconds,
+        stream_send_timeout_seconds=settings.stream_send_timeout_seconds,
+        stream_max_connections_per_user=settings.stream_max_connections_per_user,
+        stream_max_subscriptions=settings.stream_max_subscriptions,
+        stream_auth_timeout_seconds=settings.stream_auth_timeout_seconds,
+        stream_tombstone_seconds=settings.stream_tombstone_seconds,
     )
 
 
@@ -40,6 +51,44 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         clock=clock,
         translator=translate,
     )
+
+
+def end_streams_on_exit_signal(runtime: Runtime) -> Callable[[], None]:
+    """On SIGINT/SIGTERM, end the stream connections before anything else; returns the undo.
+
+    uvicorn lets open responses finish before it runs the lifespan's shutdown, and an SSE
+    response never finishes by itself: without this, every SIGTERM would wait out the graceful
+    timeout. The server's own handler still runs (chained), so shutdown proceeds as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    installed: dict[int, tuple[Any, Any]] = {}
+    ending: set[asyncio.Task[None]] = set()
+
+    def end_streams() -> None:
+        task = loop.create_task(runtime.stream_hub.shutdown())
+        ending.add(task)
+        task.add_done_callback(ending.discard)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # no Python handler to chain to: leave the default behaviour alone
+
+        def chained(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(end_streams)
+            previous(signum, frame)
+
+        signal.signal(sig, chained)
+        installed[sig] = (previous, chained)
+
+    def undo() -> None:
+        for sig, (previous, chained) in installed.items():
+            if signal.getsignal(sig) is chained:
+                signal.signal(sig, previous)
+
+    return undo
 
 
 def create_app(
@@ -57,6 +106,7 @@ def create_app(
         for warning in runtime.registry.warnings():
             log.warning("step graph", problem=warning)
         await runtime.start(worker=role == "dev")
+        undo_signals = end_streams_on_exit_signal(runtime)
         log.info(
             "stepwise started",
             role=role,
@@ -67,6 +117,7 @@ def create_app(
         try:
             yield
         finally:
+            undo_signals()
             await runtime.stop()
             await runtime.engine.dispose()
 
