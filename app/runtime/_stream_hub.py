@@ -269,7 +269,8 @@ class Feed:
         if change.event == "superseded":
             return
         self.hub.delivered += len(self.subs)
-        for sub in self.subs:
+        # A copy: a subscriber cut off while we offer (its queue overflowed) leaves the dict.
+        for sub in tuple(self.subs):
             sub.offer(change)
 
     def _names(self) -> dict[str, Any]:
@@ -323,11 +324,21 @@ class StreamHub:
         self.publish(changes)
 
     def publish(self, changes: list[Change]) -> None:
+        """Hand committed changes to the groups followed here. Never raises: the writer's
+        transaction is already committed, a fan-out problem must not turn it into an error."""
         feeds = self.feeds
         for change in changes:
             feed = feeds.get((change.stream, change.group))
-            if feed is not None:
+            if feed is None:
+                continue
+            try:
                 feed.receive(change)
+            except Exception as exc:
+                self.log.error(
+                    "stream fan-out failed",
+                    stream=change.stream,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
 
     # -- connections ----------------------------------------------------------------------------
 

@@ -174,7 +174,8 @@ async def apply_stream_ops(
         changes.append(
             Change(op.stream, op.group, item, event, version, None if event == "delete" else data)
         )
-    await conn.execute(_UPSERT_ITEM, list(rows_by_item.values()))
+    if rows_by_item:
+        await conn.execute(_UPSERT_ITEM, list(rows_by_item.values()))
     cut = now - tombstone_seconds
     for key in sorted(pruning):
         params = {"s": key[0], "g": key[1], "cut": cut}

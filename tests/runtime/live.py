@@ -31,6 +31,7 @@ class Live:
 
     base: str
     app: Any = None
+    process: Any = None
 
     @property
     def ws(self) -> str:
@@ -47,6 +48,7 @@ class Live:
     def connect(self, user: str | None = "u1", *, path: str = "", **kwargs: Any) -> Any:
         headers = {"X-Test-User": user} if user else {}
         kwargs.setdefault("ping_interval", None)
+        kwargs.setdefault("proxy", None)
         return connect(self.ws + path, additional_headers=headers, open_timeout=5, **kwargs)
 
 
@@ -109,6 +111,8 @@ def server_process(db_url: str, steps_dir: Path, **env: str) -> Iterator[Live]:
         "LOG_LEVEL": "WARNING",
         "ENV": "test",
         "PYTHONPATH": str(ROOT),
+        # The machine's Postgres is shared (max_connections): servers in tests keep few.
+        "DB_POOL_SIZE": "4",
         **env,
     }
     proc = subprocess.Popen(
@@ -128,7 +132,7 @@ def server_process(db_url: str, steps_dir: Path, **env: str) -> Iterator[Live]:
         pass_fds=[sock.fileno()],
     )
     try:
-        yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}")
+        yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}", process=proc)
     finally:
         proc.terminate()
         try:
@@ -141,9 +145,11 @@ def server_process(db_url: str, steps_dir: Path, **env: str) -> Iterator[Live]:
 
 async def wait_ready(live: Live) -> None:
     async def up() -> bool:
+        if live.process is not None and live.process.poll() is not None:
+            raise AssertionError(f"the server exited with {live.process.returncode}")
         try:
             async with live.client() as http:
-                return (await http.get("/health")).status_code == 200
+                return (await http.get("/openapi.json")).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -187,3 +193,53 @@ async def subscribe(
 
 def send_json(ws: ClientConnection, frame: Any) -> Any:
     return ws.send(orjson.dumps(frame).decode())
+
+
+class SSE:
+    """A Server-Sent Events reader over an httpx streaming response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines = response.aiter_lines()
+        self.comments: list[str] = []
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next event: {"id", "event", "data"} (data parsed as JSON)."""
+        event: dict[str, Any] = {"id": None, "event": "message", "data": None}
+        data: list[str] = []
+        async with asyncio.timeout(timeout):
+            async for line in self.lines:
+                if line == "":
+                    if data:
+                        event["data"] = orjson.loads("\n".join(data))
+                        return event
+                    continue
+                if line.startswith(":"):
+                    self.comments.append(line)
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data.append(value)
+                elif name == "id":
+                    event["id"] = int(value)
+                elif name == "event":
+                    event["event"] = value
+        raise EOFError("the event stream ended")
+
+    async def until(self, event: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        events = []
+        while True:
+            got = await self.next(timeout)
+            events.append(got)
+            if got["event"] == event:
+                return events
+
+
+@asynccontextmanager
+async def sse(
+    http: httpx.AsyncClient, path: str, user: str | None = "u1", **headers: str
+) -> AsyncIterator[SSE]:
+    all_headers = {**({"X-Test-User": user} if user else {}), **headers}
+    async with http.stream("GET", path, headers=all_headers) as response:
+        yield SSE(response)
