@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.db import create_engine
+from app.examples import router as examples_router
 from app.i18n import translate
 from app.middleware.errors import UnhandledErrorMiddleware, install_error_handlers
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
@@ -132,6 +133,7 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     runtime.mount(app)
+    app.include_router(examples_router)
     install_error_handlers(app)
 
     # Added innermost first: the last one added is the outermost.
