@@ -47,6 +47,10 @@ class _ProtocolError(Exception):
         self.where = {k: v for k, v in where.items() if v is not None}
 
 
+def _text_frame(frame: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": _json.dumps(frame)}
+
+
 def _error(code: str, message: str, **where: Any) -> dict[str, Any]:
     return {"type": "error", "code": code, "error": message, **where}
 
@@ -177,7 +181,7 @@ class _WebSocketSession:
             try:
                 await self._handle(conn, message.get("text"))
             except _ProtocolError as exc:
-                conn.push(_json.dumps(_error(exc.code, exc.message, **exc.where)))
+                conn.push(_text_frame(_error(exc.code, exc.message, **exc.where)))
 
     async def _handle(self, conn: Connection, text: str | None) -> None:
         if text is None:
@@ -255,27 +259,20 @@ class _WebSocketSession:
     # -- the writer -----------------------------------------------------------------------------
 
     async def _write(self, conn: Connection) -> None:
-        send = self.ws.send_text
-        heartbeat = self.settings.stream_heartbeat_seconds
-        timeout = self.settings.stream_send_timeout_seconds
-        ping = control("ws", "ping", {})
+        """Send what the connection's queue holds. A send blocks while the client does not
+        read; the hub's watchdog cuts off a writer blocked for too long."""
+        send = self.ws.send
+        loop = asyncio.get_running_loop()
         while conn.closed is None:
             if not conn.frames:
-                conn.wakeup.clear()
-                try:
-                    async with asyncio.timeout(heartbeat):
-                        await conn.wakeup.wait()
-                except TimeoutError:
-                    conn.push(ping)
+                await conn.wait()
                 continue
             batch = conn.take()
-            try:
-                async with asyncio.timeout(timeout):
-                    for frame in batch:
-                        await send(frame)
-            except TimeoutError:
-                self.hub.drop(conn, "slow_consumer", f"the client took nothing for {timeout:g}s")
-                return
+            conn.sending_since = loop.time()
+            for message in batch:
+                await send(message)
+            conn.last_sent = loop.time()
+            conn.sending_since = 0.0
 
 
 async def _authorized(runtime: Runtime, stream_name: str, user: Any, group: str) -> bool:
@@ -349,26 +346,16 @@ class _EventStream(Response):
 
     async def _write(self, send: Send) -> None:
         conn = self.conn
-        settings = self.runtime.settings
-        timeout = settings.stream_send_timeout_seconds
+        loop = asyncio.get_running_loop()
         while conn.closed is None:
             if not conn.frames:
-                conn.wakeup.clear()
-                try:
-                    async with asyncio.timeout(settings.stream_heartbeat_seconds):
-                        await conn.wakeup.wait()
-                except TimeoutError:
-                    conn.push(b": ping\n\n")
+                await conn.wait()
                 continue
             body = b"".join(conn.take())
-            try:
-                async with asyncio.timeout(timeout):
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-            except TimeoutError:
-                self.runtime.stream_hub.drop(
-                    conn, "slow_consumer", f"the client took nothing for {timeout:g}s"
-                )
-                return
+            conn.sending_since = loop.time()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            conn.last_sent = loop.time()
+            conn.sending_since = 0.0
 
 
 async def _until_disconnect(receive: Receive) -> None:

@@ -44,12 +44,18 @@ def user_key(user: Any) -> str:
 
 
 def control(kind: str, type_: str, fields: dict[str, Any], event_id: int | None = None) -> Any:
-    """A protocol frame that is not a change: `{"type": ..., ...}` (WebSocket) or a named
-    Server-Sent Event."""
+    """A protocol frame that is not a change: `{"type": ..., ...}` (the ASGI message of a
+    WebSocket text frame) or a named Server-Sent Event (bytes)."""
     if kind == "ws":
-        return _json.dumps({"type": type_, **fields})
+        return {"type": "websocket.send", "text": _json.dumps({"type": type_, **fields})}
     head = f"event: {type_}\n" + (f"id: {event_id}\n" if event_id is not None else "")
     return (head + "data: " + _json.dumps(fields) + "\n\n").encode()
+
+
+HEARTBEATS: dict[str, Any] = {
+    "ws": control("ws", "ping", {}),
+    "sse": b": ping\n\n",
+}
 
 
 class Connection:
@@ -61,11 +67,18 @@ class Connection:
         self.user_key = user_key(user)
         self.kind = kind  # "ws" | "sse"
         self.limit = limit
+        # What the writer sends: ASGI messages (WebSocket) or encoded events (SSE).
         self.frames: deque[Any] = deque()
         # Frames of initial syncs (snapshots) in the queue: they do not count against `limit`,
         # since a snapshot is as large as its group, not as slow as its reader.
         self.exempt = 0
-        self.wakeup = asyncio.Event()
+        # The writer waits on a bare future (no timer per message: the hub's watchdog sends
+        # heartbeats and cuts off stuck writers; per-message timers and events would churn
+        # garbage through the old generation with 1,000 connections).
+        self._waiter: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        self.last_sent = loop.time()
+        self.sending_since = 0.0  # when the writer started on a batch (0: not sending)
         self.ended = asyncio.Event()
         self.closed: tuple[str, str] | None = None  # (code, message) when the server ends it
         self.subscriptions: dict[GroupKey, Subscription] = {}
@@ -84,7 +97,21 @@ class Connection:
             )
             return
         self.frames.append(frame)
-        self.wakeup.set()
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future the writer awaits until there is something to send (or the end)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        if self.frames or self.closed is not None or self.ended.is_set():
+            waiter.set_result(None)
+        return waiter
 
     def take(self) -> list[Any]:
         """Every queued frame, oldest first (the writer sends them; the queue starts over)."""
@@ -94,7 +121,7 @@ class Connection:
         return frames
 
     def encode(self, change: Change) -> Any:
-        return change.sse() if self.kind == "sse" else change.frame()
+        return change.sse() if self.kind == "sse" else change.ws_message()
 
 
 class Subscription:
@@ -294,6 +321,7 @@ class StreamHub:
         self.connections: set[Connection] = set()
         self.per_user: dict[str, int] = {}
         self.shutting_down = False
+        self.watchdog: asyncio.Task[None] | None = None
         self.log = get_logger(component="streams")
         # Counters for the Workbench and the benchmark.
         self.delivered = 0
@@ -355,7 +383,30 @@ class StreamHub:
         conn = Connection(self, user, kind, self.settings.stream_queue_size)
         self.per_user[key] = self.per_user.get(key, 0) + 1
         self.connections.add(conn)
+        if self.watchdog is None or self.watchdog.done():
+            self.watchdog = asyncio.create_task(self._watch(), name="stepwise-streams-watchdog")
         return conn
+
+    async def _watch(self) -> None:
+        """Heartbeats for quiet connections; a cut-off for writers stuck on a client."""
+        heartbeat = self.settings.stream_heartbeat_seconds
+        send_timeout = self.settings.stream_send_timeout_seconds
+        tick = max(0.02, min(1.0, heartbeat / 2, send_timeout / 4))
+        loop = asyncio.get_running_loop()
+        while self.connections:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for conn in list(self.connections):
+                if conn.closed is not None:
+                    continue
+                if conn.sending_since and now - conn.sending_since > send_timeout:
+                    self.drop(
+                        conn, "slow_consumer", f"the client took nothing for {send_timeout:g}s"
+                    )
+                elif (
+                    not conn.frames and not conn.sending_since and now - conn.last_sent >= heartbeat
+                ):
+                    conn.push(HEARTBEATS[conn.kind])
 
     def close(self, conn: Connection) -> None:
         """The client is gone: forget it (idempotent)."""
@@ -370,7 +421,7 @@ class StreamHub:
         for sub in list(conn.subscriptions.values()):
             self.unsubscribe(sub)
         conn.ended.set()
-        conn.wakeup.set()
+        conn.wake()
 
     def drop(self, conn: Connection, code: str, message: str) -> None:
         """End a connection from the server's side, with a reason its handler sends."""
@@ -385,11 +436,14 @@ class StreamHub:
         conn.frames.clear()
         conn.exempt = 0
         conn.ended.set()
-        conn.wakeup.set()
+        conn.wake()
 
     async def shutdown(self, reason: str = "the server is shutting down") -> None:
         """Refuse new clients and end every connection (they are told why)."""
         self.shutting_down = True
+        if self.watchdog is not None:
+            await cancel_quietly(self.watchdog)
+            self.watchdog = None
         for conn in list(self.connections):
             self.drop(conn, "shutting_down", reason)
         for feed in list(self.feeds.values()):

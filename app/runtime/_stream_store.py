@@ -50,6 +50,7 @@ class Change:
     spill: int | None = None
     _frame: str | None = field(default=None, repr=False)
     _sse: bytes | None = field(default=None, repr=False)
+    _ws: dict[str, Any] | None = field(default=None, repr=False)
 
     def frame(self) -> str:
         """The JSON text sent to WebSocket clients (built once, shared by every subscriber)."""
@@ -70,6 +71,13 @@ class Change:
                 + "}"
             )
         return self._frame
+
+    def ws_message(self) -> dict[str, Any]:
+        """The ASGI message that sends `frame()`: one object shared by every connection (a
+        dict per connection per change would be garbage the collector has to chase)."""
+        if self._ws is None:
+            self._ws = {"type": "websocket.send", "text": self.frame()}
+        return self._ws
 
     def sse(self) -> bytes:
         """The Server-Sent Event: its `id:` is the version (custom events carry none)."""
