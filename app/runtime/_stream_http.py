@@ -182,6 +182,15 @@ class _WebSocketSession:
                 await self._handle(conn, message.get("text"))
             except _ProtocolError as exc:
                 conn.push(_text_frame(_error(exc.code, exc.message, **exc.where)))
+            except Exception as exc:  # the database is down, say: this request fails, not the link
+                self.hub.log.error(
+                    "stream request failed",
+                    user=conn.user_key,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                conn.push(
+                    _text_frame(_error("unavailable", "this could not be done now; try again"))
+                )
 
     async def _handle(self, conn: Connection, text: str | None) -> None:
         if text is None:

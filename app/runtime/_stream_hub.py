@@ -344,6 +344,8 @@ class StreamHub:
             for feed in self.feeds.values():
                 feed.catch_up()
             return
+        if not self.feeds:
+            return  # nobody follows anything here (a worker process): nothing to decode
         try:
             changes = _stream_store.decode_notification(payload)
         except Exception as exc:

@@ -330,3 +330,20 @@ async def test_a_quiet_connection_gets_heartbeats(tmp_path: Path, db_url: str) -
         await subscribe(ws, "chat", "r")
         async with asyncio.timeout(3):
             assert (await ws.recv()) == '{"type":"ping"}'
+
+
+async def test_a_request_the_database_cannot_serve_fails_alone(tmp_path: Path, db_url: str) -> None:
+    from sqlalchemy import text
+
+    async with live_app(tmp_path, db_url, CHAT) as live, live.connect() as ws:
+        await subscribe(ws, "chat", "a")
+        async with live.runtime.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE stepwise_stream_items RENAME TO gone"))
+        try:
+            await send_json(ws, {"subscribe": {"stream": "chat", "group_id": "b"}})
+            assert (await recv(ws))["code"] == "unavailable"
+            await send_json(ws, {"ping": 1})
+            assert await recv(ws) == {"type": "pong", "data": 1}
+        finally:
+            async with live.runtime.engine.begin() as conn:
+                await conn.execute(text("ALTER TABLE gone RENAME TO stepwise_stream_items"))
