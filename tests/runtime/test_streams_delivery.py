@@ -245,3 +245,32 @@ async def test_sigterm_ends_stream_connections_with_a_reason_and_exits_promptly(
         # uvicorn re-raises the signal once it has shut down: ended by SIGTERM, not killed
         assert server.process.returncode in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 8
+
+
+async def test_an_sse_client_that_never_reads_is_cut_off_with_a_reason(
+    tmp_path: Path, db_url: str
+) -> None:
+    async with live_app(
+        tmp_path, db_url, CHAT, stream_queue_size=20, stream_send_timeout_seconds=30
+    ) as live:
+        hub = live.runtime.stream_hub
+        port = int(live.base.rsplit(":", 1)[1])
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", port))
+        raw.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=raw, limit=2**24)
+        writer.write(b"GET /streams/chat/r HTTP/1.1\r\nHost: test\r\nX-Test-User: slow\r\n\r\n")
+        await writer.drain()
+        await reader.readuntil(b"event: subscribed")
+        writer.transport.pause_reading()  # stop reading, for real
+        chat = live.runtime.stream("chat")
+        sent = 0
+        while hub.dropped == 0:
+            assert sent < 2000, "the slow SSE client was never cut off"
+            await chat.set("r", f"m{sent}", {"author": "a", "text": noise(16_000)})
+            sent += 1
+        writer.transport.resume_reading()
+        tail = await asyncio.wait_for(reader.readuntil(b"slow_consumer"), 10)
+        assert b"event: error" in tail[-400:]
+        writer.close()
