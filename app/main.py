@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Literal
+from types import FrameType
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.accounts import NoUsersTableError, ensure_first_admin
 from app.db import create_engine
+from app.examples import router as examples_router
 from app.i18n import translate
 from app.middleware.auth import AuthMiddleware
 from app.middleware.body_limit import BodyLimitMiddleware
@@ -39,6 +45,13 @@ def runtime_settings(settings: Settings) -> RuntimeSettings:
         history_hours=settings.history_hours,
         node_processes=settings.node_processes,
         node_cancel_grace_seconds=settings.node_cancel_grace_seconds,
+        stream_queue_size=settings.stream_queue_size,
+        stream_heartbeat_seconds=settings.stream_heartbeat_seconds,
+        stream_send_timeout_seconds=settings.stream_send_timeout_seconds,
+        stream_max_connections_per_user=settings.stream_max_connections_per_user,
+        stream_max_subscriptions=settings.stream_max_subscriptions,
+        stream_auth_timeout_seconds=settings.stream_auth_timeout_seconds,
+        stream_tombstone_seconds=settings.stream_tombstone_seconds,
     )
 
 
@@ -51,6 +64,44 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         clock=clock,
         translator=translate,
     )
+
+
+def end_streams_on_exit_signal(runtime: Runtime) -> Callable[[], None]:
+    """On SIGINT/SIGTERM, end the stream connections before anything else; returns the undo.
+
+    uvicorn lets open responses finish before it runs the lifespan's shutdown, and an SSE
+    response never finishes by itself: without this, every SIGTERM would wait out the graceful
+    timeout. The server's own handler still runs (chained), so shutdown proceeds as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    installed: dict[int, tuple[Any, Any]] = {}
+    ending: set[asyncio.Task[None]] = set()
+
+    def end_streams() -> None:
+        task = loop.create_task(runtime.stream_hub.shutdown())
+        ending.add(task)
+        task.add_done_callback(ending.discard)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # no Python handler to chain to: leave the default behaviour alone
+
+        def chained(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(end_streams)
+            previous(signum, frame)
+
+        signal.signal(sig, chained)
+        installed[sig] = (previous, chained)
+
+    def undo() -> None:
+        for sig, (previous, chained) in installed.items():
+            if signal.getsignal(sig) is chained:
+                signal.signal(sig, previous)
+
+    return undo
 
 
 def create_app(
@@ -70,6 +121,11 @@ def create_app(
         for warning in runtime.registry.warnings():
             log.warning("step graph", problem=warning)
         await runtime.start(worker=role == "dev")
+        undo_signals = end_streams_on_exit_signal(runtime)
+        # What imports and set-up built lives as long as the process: keep it out of the
+        # collector's full passes, whose pauses every open stream connection would feel
+        # (bench/streams.py: the slowest of 1,000 clients, p99).
+        gc.freeze()
         await _first_admin(runtime, settings)
         log.info(
             "stepwise started",
@@ -81,6 +137,8 @@ def create_app(
         try:
             yield
         finally:
+            gc.unfreeze()  # another app may start in this process (tests): let all be collected
+            undo_signals()
             await runtime.stop()
             await runtime.engine.dispose()
 
@@ -95,6 +153,7 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     runtime.mount(app)
+    app.include_router(examples_router)
     install_error_handlers(app)
     if settings.rate_limit_enabled:
         install_rate_limits(runtime, settings.trusted_proxies)

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     node_processes: int = Field(1, ge=1, le=64)
     node_cancel_grace_seconds: float = Field(2.0, gt=0)
 
+    # -- streams -------------------------------------------------------------------------------
+    stream_queue_size: int = Field(1000, ge=1, le=1_000_000)
+    stream_heartbeat_seconds: float = Field(15.0, gt=0)
+    stream_send_timeout_seconds: float = Field(10.0, gt=0)
+    stream_max_connections_per_user: int = Field(20, ge=1, le=100_000)
+    stream_max_subscriptions: int = Field(100, ge=1, le=100_000)
+    stream_auth_timeout_seconds: float = Field(10.0, gt=0)
+    stream_tombstone_seconds: float = Field(86_400.0, gt=0)
+
     # -- security ------------------------------------------------------------------------------
     jwt_algorithm: JwtAlgorithm = "HS256"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)

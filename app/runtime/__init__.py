@@ -1,6 +1,7 @@
 """The Stepwise runtime: what a step author imports. Everything else in this package is private.
 
-A step is a `*_step.py` file with `config` (a dict or a typed config) and `handler(input, ctx)`.
+A step is a `*_step.py` file with `config` (a dict or a typed config) and `handler(input, ctx)`;
+a stream is a `*_stream.py` file with `config` (a name and the pydantic schema of its items).
 """
 
 from ._api import ApiRequest
@@ -28,6 +29,8 @@ from ._errors import (
 from ._logging import add_log_sink, configure_logging, get_logger, remove_log_sink
 from ._runtime import Runtime, RuntimeSettings
 from ._steps import Registry, Step, discover
+from ._stream_config import StreamConfig
+from ._streams import StreamError
 
 __all__ = [
     "ApiRequest",
@@ -53,6 +56,8 @@ __all__ = [
     "Step",
     "StepConfig",
     "StepConfigError",
+    "StreamConfig",
+    "StreamError",
     "Unauthorized",
     "ValidationFailed",
     "add_log_sink",

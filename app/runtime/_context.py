@@ -196,6 +196,22 @@ class _SyncProxy:
         return call
 
 
+class _SyncStreams:
+    """`ctx.streams.<name>.set(...)` from a worker thread: each stream's methods, blocking."""
+
+    def __init__(self, ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
+        self._ctx = ctx
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _SyncProxy(getattr(self._ctx.streams, name), self._loop)
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+
 class ThreadContext:
     """The context a plain `def` handler gets: the same members, called without `await`."""
 
@@ -209,7 +225,7 @@ class ThreadContext:
         self.step = ctx.step
         self.logger = ctx.logger
         self.state = _SyncProxy(ctx.state, loop)
-        self.streams = _SyncProxy(ctx.streams, loop)
+        self.streams = _SyncStreams(ctx, loop)
 
     def emit(self, event: dict[str, Any] | str, data: Any = None) -> str:
         return asyncio.run_coroutine_threadsafe(self._ctx.emit(event, data), self._loop).result()

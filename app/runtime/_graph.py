@@ -1,4 +1,5 @@
-"""The step graph as data, text and Mermaid: steps, topics, and who emits and subscribes to what."""
+"""The step graph as data, text and Mermaid: steps, topics, who emits and subscribes to what,
+and the declared streams."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from ._config import ApiStepConfig, CronStepConfig, EventStepConfig, NoopStepConfig
 from ._steps import Registry, Step, _display
+from ._stream_config import StreamDef
 
 
 def _step_data(step: Step) -> dict[str, Any]:
@@ -37,6 +39,20 @@ def _step_data(step: Step) -> dict[str, Any]:
     return data
 
 
+def stream_data(stream: StreamDef) -> dict[str, Any]:
+    config = stream.config
+    authorize = config.authorize
+    return {
+        "name": stream.name,
+        "file": _display(stream.file),
+        "description": config.description,
+        "flows": list(config.flows),
+        "schema": config.item_schema.model_json_schema(),
+        "schema_name": config.item_schema.__name__,
+        "authorize": getattr(authorize, "__name__", "authorize") if authorize else None,
+    }
+
+
 def graph_data(registry: Registry, streams: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     steps = [_step_data(s) for s in registry.steps]
     edges = []
@@ -49,7 +65,7 @@ def graph_data(registry: Registry, streams: list[dict[str, Any]] | None = None) 
         "topics": registry.topics(),
         "edges": edges,
         "flows": sorted({f for s in registry.steps for f in s.config.flows}),
-        "streams": streams or [],
+        "streams": streams if streams is not None else [stream_data(s) for s in registry.streams],
         "warnings": registry.warnings(),
     }
 
@@ -72,6 +88,14 @@ def graph_text(registry: Registry) -> str:
             lines.append(f"    -> {', '.join(sorted(config.emit_topics))}")
         if config.virtual_emits:
             lines.append(f"    ~> {', '.join(sorted(e.topic for e in config.virtual_emits))}")
+    for stream in sorted(registry.streams, key=lambda s: s.name):
+        declared = stream.config
+        head = f"[stream] {stream.name}  items: {declared.item_schema.__name__}"
+        if declared.authorize is not None:
+            head += f"  authorize: {getattr(declared.authorize, '__name__', 'authorize')}"
+        if declared.flows:
+            head += f"  flows: {', '.join(declared.flows)}"
+        lines.append(head)
     for warning in registry.warnings():
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
@@ -103,7 +127,12 @@ def graph_mermaid(registry: Registry) -> str:
                 lines.append(f"  {_node_id(source)} -. {topic} .-> {sink}")
             for target in targets:
                 lines.append(f"  {_node_id(source)} -- {topic} --> {_node_id(target)}")
+    for stream in registry.streams:
+        node = "stream_" + _node_id(stream.name)
+        lines.append(f'  {node}[("{stream.name}<br/><small>stream</small>")]')
+        lines.append(f"  class {node} stream")
     lines += [
+        "  classDef stream fill:#fae8ff,stroke:#a21caf",
         "  classDef api fill:#dbeafe,stroke:#1d4ed8",
         "  classDef event fill:#dcfce7,stroke:#15803d",
         "  classDef cron fill:#fef3c7,stroke:#b45309",

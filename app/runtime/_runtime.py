@@ -24,13 +24,18 @@ from ._node import NodePool
 from ._recorder import Recorder, StepRun
 from ._steps import Registry, Step, discover
 from ._store import NewEvent
-from ._streams import Streams
+from ._stream_http import mount_streams
+from ._stream_hub import StreamHub
+from ._stream_store import CHANNEL as STREAM_CHANNEL
+from ._streams import Stream, StreamAccess, Streams
 from ._tracing import new_trace_id
 from ._unit import Unit, _ReadConnection, notify_new_work
 from ._wakeup import CHANNEL, PgListener
 from ._worker import Worker
 
 Translator = Callable[..., str]
+# token -> the signed-in user, or None: how a WebSocket client's first message signs it in.
+Authenticator = Callable[[str], Awaitable[Any]]
 # (step, req, ctx, call_next) -> result: wraps every API step (the app's rate limiter, ...).
 ApiMiddleware = Callable[[Step, Any, Context, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
@@ -52,6 +57,20 @@ class RuntimeSettings:
     housekeeping_seconds: float = 600.0
     node_processes: int = 1  # Node.js processes running the JavaScript/TypeScript steps
     node_cancel_grace_seconds: float = 2.0  # a Node process not answering a cancel is killed
+    # Streams: frames queued for one client before it is cut off as too slow.
+    stream_queue_size: int = 1000
+    # A quiet stream connection gets a heartbeat this often.
+    stream_heartbeat_seconds: float = 15.0
+    # A client that takes nothing for this long is cut off.
+    stream_send_timeout_seconds: float = 10.0
+    # Open stream connections (WebSocket and SSE) one user may hold on one instance.
+    stream_max_connections_per_user: int = 20
+    # Subscriptions one WebSocket connection may hold.
+    stream_max_subscriptions: int = 100
+    # A WebSocket connected without a user must sign in with its first message within this.
+    stream_auth_timeout_seconds: float = 10.0
+    # Deletes are remembered this long, so that a client resuming sees them.
+    stream_tombstone_seconds: float = 86_400.0
 
 
 def _default_translate(key: str, locale: str, **params: Any) -> str:
@@ -81,8 +100,10 @@ class Runtime:
         self.worker: Worker | None = None
         self.scheduler: CronScheduler | None = None
         self.listener: PgListener | None = None
-        self.streams: dict[str, Any] = {}
-        self._notify_listeners: dict[str, list[Callable[[], None]]] = {}
+        self.streams: dict[str, Stream] = {d.name: Stream(d, self) for d in registry.streams}
+        self.stream_hub = StreamHub(self)
+        self.stream_authenticator: Authenticator | None = None
+        self._notify_listeners: dict[str, list[Callable[[str | None], None]]] = {}
         self._api_middleware: list[ApiMiddleware] = []
         self.node = NodePool.for_registry(
             registry,
@@ -115,6 +136,11 @@ class Runtime:
         self.recorder.start()
         if self.node is not None:
             self.node.open()  # its Node processes boot in the background
+        self.stream_hub.shutting_down = False
+        if self.streams and not self.is_sqlite:
+            listeners = self._notify_listeners.setdefault(STREAM_CHANNEL, [])
+            if self.stream_hub.on_notify not in listeners:
+                listeners.append(self.stream_hub.on_notify)
         if worker and self.registry.queued_steps:
             self.worker = Worker(self, concurrency=concurrency or self.settings.worker_concurrency)
             await self.worker.start()
@@ -128,6 +154,7 @@ class Runtime:
         self.started = True
 
     async def stop(self, grace: float | None = None) -> None:
+        await self.stream_hub.shutdown()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.worker is not None:
@@ -139,17 +166,19 @@ class Runtime:
         await self.recorder.stop()
         self.started = False
 
-    def on_notify(self, channel: str, callback: Callable[[], None]) -> None:
-        """Be called when another instance NOTIFYs `channel` (registered before `start`)."""
+    def on_notify(self, channel: str, callback: Callable[[str | None], None]) -> None:
+        """Be called with the payload when any instance NOTIFYs `channel` (registered before
+        `start`); with None after the LISTEN connection (re)connects, as notifications sent
+        meanwhile are lost."""
         self._notify_listeners.setdefault(channel, []).append(callback)
 
-    def _on_notify(self, channel: str) -> None:
+    def _on_notify(self, channel: str, payload: str | None) -> None:
         if channel == CHANNEL:
             if self.worker is not None:
                 self.worker.wake()
             return
         for callback in self._notify_listeners.get(channel, []):
-            callback()
+            callback(payload)
 
     def notify_local(self) -> None:
         """New work was committed by this process: wake our own worker at once."""
@@ -160,7 +189,28 @@ class Runtime:
         return _ReadConnection(self.engine)
 
     def mount(self, app: FastAPI) -> None:
+        """Add the API steps' routes and the streams' endpoints (`/streams`) to `app`."""
+        mount_streams(app, self)
         mount_api_steps(app, self)
+
+    # -- streams --------------------------------------------------------------------------------
+
+    def stream(self, name: str) -> StreamAccess:
+        """A declared stream, outside any step: each write commits (and is broadcast) at once."""
+        try:
+            return self.streams[name].bind(None)
+        except KeyError:
+            known = ", ".join(sorted(self.streams)) or "none"
+            raise KeyError(f"no stream named {name!r} (declared streams: {known})") from None
+
+    def set_stream_authenticator(self, authenticate: Authenticator | None) -> None:
+        """How a WebSocket client that connected without a user signs in with its first
+        message, `{"auth": {"token": ...}}`: `await authenticate(token)` returns the user or
+        None. Without one (the default), such clients are refused."""
+        self.stream_authenticator = authenticate
+
+    def new_unit(self) -> Unit:
+        return Unit(self.engine, self.clock.now)
 
     def add_api_middleware(self, middleware: ApiMiddleware) -> None:
         """Wrap every API step's handler (outside the step's own `middleware`)."""
@@ -186,7 +236,7 @@ class Runtime:
         )
 
     def streams_for(self, unit: Unit, ctx: Context) -> Streams:
-        return Streams({name: stream.bind(unit, ctx) for name, stream in self.streams.items()})
+        return Streams(self.streams, unit, ctx)
 
     def translate(self, key: str, locale: str, **params: Any) -> str:
         return self.translator(key, locale, **params)

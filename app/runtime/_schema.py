@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 
@@ -117,7 +119,32 @@ stream_items = Table(
     Column("stream", String(100), primary_key=True),
     Column("group_id", String(255), primary_key=True),
     Column("id", String(255), primary_key=True),
-    Column("data", Text, nullable=False),
+    Column("data", Text, nullable=False),  # JSON text ("null" for a tombstone)
+    # The group's version when this item last changed: resume sends what is newer.
     Column("version", BigInteger, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # A deleted item stays a while as a tombstone, so that a client resuming sees the delete.
+    Column("deleted", Boolean, nullable=False, server_default=false()),
+    Index("ix_stepwise_stream_items_version", "stream", "group_id", "version"),
+)
+
+stream_groups = Table(
+    "stepwise_stream_groups",
+    metadata,
+    Column("stream", String(100), primary_key=True),
+    Column("group_id", String(255), primary_key=True),
+    # Bumped by every change of the group, under the row lock: versions follow commit order.
+    Column("version", BigInteger, nullable=False),
+    # The newest version among the tombstones already purged: resuming from before it is a reset.
+    Column("pruned_version", BigInteger, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# Ephemeral stream events too large for a NOTIFY payload wait here a minute, read by reference.
+stream_spill = Table(
+    "stepwise_stream_spill",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
 )

@@ -1,5 +1,5 @@
-"""Steps: discovery of `*_step.py` files (and `*.step.js|ts`, see `_node`), their handlers, and the
-registry that wires topics."""
+"""Steps: discovery of `*_step.py` files (and `*.step.js|ts`, see `_node`; `*_stream.py`
+declarations), their handlers, and the registry that wires topics."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ._config import (
     parse_step_config,
 )
 from ._errors import StepConfigError
+from ._stream_config import StreamDef, find_stream_files, load_stream_file
 
 
 class StepHandler(Protocol):
@@ -161,13 +162,19 @@ def discover(steps_dir: Path, extra: list[Step] | None = None) -> Registry:
         problems.extend(errs)
         if step is not None:
             steps.append(step)
+    streams: list[StreamDef] = []
+    for file in find_stream_files(steps_dir):
+        stream, errs = load_stream_file(file, module_name_for(steps_dir, file), _display(file))
+        problems.extend(errs)
+        if stream is not None:
+            streams.append(stream)
     # JavaScript/TypeScript steps: imported here, not at the top (that module imports this one).
     from ._node import discover_node_steps
 
     node_steps, node_problems = discover_node_steps(steps_dir)
     steps.extend(node_steps)
     problems.extend(node_problems)
-    registry = Registry(steps)
+    registry = Registry(steps, streams)
     problems.extend(registry.problems())
     if problems:
         raise StepConfigError(problems)
@@ -175,10 +182,11 @@ def discover(steps_dir: Path, extra: list[Step] | None = None) -> Registry:
 
 
 class Registry:
-    """Every step, by name, by topic and by route."""
+    """Every step, by name, by topic and by route; and the declared streams."""
 
-    def __init__(self, steps: list[Step]) -> None:
+    def __init__(self, steps: list[Step], streams: list[StreamDef] | None = None) -> None:
         self.steps = steps
+        self.streams: list[StreamDef] = list(streams or [])
         self.by_name: dict[str, Step] = {}
         self.subscribers: dict[str, list[Step]] = {}
         for step in steps:
@@ -207,6 +215,14 @@ class Registry:
                         f"{step.config.path} (also in {_display(routes[key].file)})"
                     )
                 routes.setdefault(key, step)
+        streams: dict[str, StreamDef] = {}
+        for stream in self.streams:
+            if stream.name in streams:
+                problems.append(
+                    f"{_display(stream.file)}: config.name: duplicate stream name "
+                    f"{stream.name!r} (also in {_display(streams[stream.name].file)})"
+                )
+            streams.setdefault(stream.name, stream)
         return problems
 
     def get(self, name: str) -> Step:

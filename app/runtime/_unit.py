@@ -1,17 +1,28 @@
-"""A unit of work: the state writes and emits of one step invocation, applied all or nothing."""
+"""A unit of work: the state writes, emits and stream writes of one step invocation, applied all
+or nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from . import _json, _store
+from . import _json, _store, _stream_store
 from ._db import SQLITE_BEGIN
 from ._store import NewEvent, StateOp
+from ._stream_store import Change, StreamOp
 
 _DELETED = object()
+
+
+class StreamSink(Protocol):
+    """Where a unit's stream changes go once committed (the runtime's stream hub)."""
+
+    @property
+    def tombstone_seconds(self) -> float: ...
+
+    def committed(self, changes: list[Change]) -> None: ...
 
 
 class UnitClosedError(RuntimeError):
@@ -37,6 +48,9 @@ class Unit:
         self.conn: AsyncConnection | None = None
         self._session: AsyncSession | None = None
         self.closed = False
+        self.stream_ops: list[StreamOp] = []
+        self._stream_overlay: dict[tuple[str, str, str], Any] = {}
+        self.stream_sink: StreamSink | None = None
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -79,6 +93,35 @@ class Unit:
     def _reader(self) -> Any:
         return _ReadConnection(self.engine)
 
+    async def stream_get(self, stream: str, group: str, item: str) -> str | None:
+        """An item's JSON text as this unit would leave it (its own writes first)."""
+        self._check()
+        key = (stream, group, item)
+        if key in self._stream_overlay:
+            pending = self._stream_overlay[key]
+            return None if pending is _DELETED else str(pending)
+        if self.conn is not None:
+            return await _stream_store.read_item(self.conn, stream, group, item)
+        async with self._reader() as conn:
+            return await _stream_store.read_item(conn, stream, group, item)
+
+    async def stream_group(self, stream: str, group: str) -> list[tuple[str, str]]:
+        """(id, JSON text) of a group's items, least recently changed first, own writes last."""
+        self._check()
+        if self.conn is not None:
+            rows = await _stream_store.read_group(self.conn, stream, group)
+        else:
+            async with self._reader() as conn:
+                rows = await _stream_store.read_group(conn, stream, group)
+        items = {item: data for item, data, _version in rows}
+        for (s, g, item), value in self._stream_overlay.items():
+            if s != stream or g != group:
+                continue
+            items.pop(item, None)
+            if value is not _DELETED:
+                items[item] = value
+        return list(items.items())
+
     # -- buffered writes ----------------------------------------------------------------------
 
     def set(self, group: str, key: str, value: Any) -> None:
@@ -102,6 +145,14 @@ class Unit:
     def add_event(self, event: NewEvent) -> None:
         self._check()
         self.emits.append(event)
+
+    def add_stream_op(self, op: StreamOp) -> None:
+        self._check()
+        self.stream_ops.append(op)
+        if op.kind != "send":
+            key = (op.stream, op.group, op.id or "")
+            self._stream_overlay.pop(key, None)  # re-insert: the overlay keeps change order
+            self._stream_overlay[key] = op.data if op.kind == "set" else _DELETED
 
     # -- atomic read-modify-write ---------------------------------------------------------------
 
@@ -146,13 +197,25 @@ class Unit:
 
     @property
     def has_effects(self) -> bool:
-        return bool(self.ops or self.emits or self.conn is not None)
+        return bool(self.ops or self.emits or self.stream_ops or self.conn is not None)
+
+    @property
+    def tombstone_seconds(self) -> float:
+        return self.stream_sink.tombstone_seconds if self.stream_sink is not None else 86_400.0
+
+    def _published(self, changes: list[Change]) -> None:
+        if changes and self.stream_sink is not None:
+            self.stream_sink.committed(changes)
 
     async def commit(self, ack_token: str | None = None) -> bool:
         """Apply everything in one transaction. With `ack_token`, the delivery is marked done in
         the same transaction, and nothing is applied if its lease was lost (returns False)."""
         self.closed = True
         if not self.has_effects and ack_token is None:
+            return True
+        if self._only_sends() and ack_token is None and self.engine.dialect.name == "sqlite":
+            # Ephemeral events alone need no transaction (and no SQLite write lock).
+            self._published(_stream_store.custom_changes(self.stream_ops))
             return True
         conn = self.conn
         if conn is None:
@@ -169,7 +232,12 @@ class Unit:
             await _store.insert_events(conn, self.emits, now)
             if self.emits:
                 await notify_new_work(conn)
+            changes = await _stream_store.apply_stream_ops(
+                conn, self.stream_ops, now, self.tombstone_seconds
+            )
+            await _stream_store.notify_changes(conn, changes, now)
             await conn.commit()
+            self._published(changes)
             return True
         except BaseException:
             await conn.rollback()
@@ -178,6 +246,13 @@ class Unit:
             await self._close_session()
             await conn.close()
             self.conn = None
+
+    def _only_sends(self) -> bool:
+        return (
+            bool(self.stream_ops)
+            and all(op.kind == "send" for op in self.stream_ops)
+            and not (self.ops or self.emits or self.conn is not None or self._session is not None)
+        )
 
     async def _close_session(self) -> None:
         if self._session is not None:
@@ -188,6 +263,8 @@ class Unit:
         self.closed = True
         self.ops = []
         self.emits = []
+        self.stream_ops = []
+        self._stream_overlay.clear()
         await self._close_session()
         if self.conn is not None:
             conn, self.conn = self.conn, None

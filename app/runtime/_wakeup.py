@@ -1,4 +1,5 @@
-"""Postgres LISTEN/NOTIFY: wakes the workers of every instance when new work is committed."""
+"""Postgres LISTEN/NOTIFY: wakes the workers of every instance when new work is committed, and
+carries stream changes between instances."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ def libpq_url(url: URL) -> str:
 
 
 class PgListener:
-    """Holds one LISTEN connection; reconnects by itself (and wakes once, to catch up)."""
+    """Holds one LISTEN connection; reconnects by itself (and wakes once, to catch up).
 
-    def __init__(self, url: URL, on_notify: Callable[[str], None], channels: list[str]) -> None:
+    `on_notify(channel, payload)` gets each notification's payload; after every (re)connection
+    it is called once per channel with payload None: notifications sent while we were not
+    listening are lost, the receiver looks for what it missed.
+    """
+
+    def __init__(
+        self, url: URL, on_notify: Callable[[str, str | None], None], channels: list[str]
+    ) -> None:
         self.conninfo = libpq_url(url)
         self.on_notify = on_notify
         self.channels = channels
@@ -53,10 +61,10 @@ class PgListener:
                     backoff = 0.2
                     # Anything committed while we were not listening: look once.
                     for channel in self.channels:
-                        self.on_notify(channel)
+                        self.on_notify(channel, None)
                     while True:
                         async for note in conn.notifies(timeout=30.0):
-                            self.on_notify(note.channel)
+                            self.on_notify(note.channel, note.payload)
                         await conn.execute(
                             "SELECT 1"
                         )  # a quiet half hour must not hide a dead socket

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import _json, _store
+from . import _json, _store, _stream_store
 from ._config import CronStepConfig, EventStepConfig, RetryPolicy
 from ._context import Event
 from ._logging import get_logger
@@ -368,13 +368,22 @@ class Worker:
             kept = [d for d in successes if d.claimed.id in done_ids]
             ops = [op for d in kept for op in d.unit.ops]  # type: ignore[union-attr]
             emits = [e for d in kept for e in d.unit.emits]  # type: ignore[union-attr]
+            stream_ops = [op for d in kept for op in d.unit.stream_ops]  # type: ignore[union-attr]
             await _store.apply_state_ops(conn, ops, now)
             await _store.insert_events(conn, emits, now)
             await _store.record_failures(conn, failures, now)
             if emits:
                 await notify_new_work(conn)
+            # Stream writes commit with the deliveries' acks; subscribers hear of them after.
+            hub = self.runtime.stream_hub
+            changes = await _stream_store.apply_stream_ops(
+                conn, stream_ops, now, hub.tombstone_seconds
+            )
+            await _stream_store.notify_changes(conn, changes, now)
         if emits:
             self.runtime.notify_local()
+        if changes:
+            hub.committed(changes)
         for d in batch:
             if not d.result.done():
                 d.result.set_result(d.failure is not None or d.claimed.id in done_ids)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,18 +16,35 @@ from tests.conftest import make_settings
 from tests.support import write_steps
 
 
+def user_from_token(token: str) -> dict[str, str] | None:
+    """The user a test token names: `id:role` (or just `id`); anything with a space is invalid."""
+    if not token or " " in token or token.startswith("bad"):
+        return None
+    user_id, _, role = token.partition(":")
+    return {"id": user_id, "role": role or "user"}
+
+
+async def authenticate_test_token(token: str) -> dict[str, str] | None:
+    """For `runtime.set_stream_authenticator`: a WebSocket's first message signs in with it."""
+    return user_from_token(token)
+
+
 class HeaderUser:
-    """Test stand-in for the auth middleware: `X-Test-User: id:role` signs a user in."""
+    """Test stand-in for the auth middleware: `X-Test-User: id:role` signs a user in, on HTTP
+    and WebSocket scopes; a WebSocket may also pass `?token=id:role`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):
             for name, value in scope["headers"]:
                 if name == b"x-test-user":
-                    user_id, _, role = value.decode().partition(":")
-                    scope["user"] = {"id": user_id, "role": role or "user"}
+                    scope["user"] = user_from_token(value.decode())
+            if scope["type"] == "websocket" and scope.get("user") is None:
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                if "token" in query:
+                    scope["user"] = user_from_token(query["token"])
         await self.app(scope, receive, send)
 
 

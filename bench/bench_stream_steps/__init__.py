@@ -1,0 +1,1 @@
+"""Steps of bench/streams.py (not part of the sample application)."""
