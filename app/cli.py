@@ -37,7 +37,7 @@ def _exit_0_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _exit)
 
 
-def _reload_options(enabled: bool) -> dict[str, object]:
+def _reload_options(enabled: bool) -> dict[str, Any]:
     """Restart when a step, the app or a catalogue changes (JS/TS steps included)."""
     if not enabled:
         return {"reload": False}

@@ -123,7 +123,11 @@ class InlineConnection:
         delay = _RETRY_FIRST
         while True:
             try:
-                return call()
+                result = call()
+                # Yield once, as a driver waiting on a socket or a thread would: a loop of
+                # statements must not starve the other tasks (a stream's readers, say).
+                await asyncio.sleep(0)
+                return result
             except sqlite3.OperationalError as exc:
                 if not _locked(exc) or self._conn.in_transaction:
                     raise

@@ -86,11 +86,16 @@ async def test_three_schedulers_one_firing_per_tick(tmp_path: Path, any_db_url: 
 async def test_a_missed_firing_runs_once_at_start_up_across_three_workers(
     tmp_path: Path, any_db_url: str
 ) -> None:
-    steps = write_steps(tmp_path, CRON)
+    # A yearly schedule: the workers' own clock cannot reach a regular firing during the test.
+    yearly = {
+        "tick_step.py": CRON["tick_step.py"].replace("* * * * *", "0 0 1 1 *"),
+        "after_tick_step.py": CRON["after_tick_step.py"],
+    }
+    steps = write_steps(tmp_path, yearly)
     async with producer(any_db_url, steps) as runtime:
-        # everything was down for an hour: 60 firings were missed; one runs
+        # everything was down for three years: three firings were missed; one runs
         async with runtime.engine.begin() as conn:
-            await mark_cron_baseline(conn, "Tick", runtime.clock.now() - 3600)
+            await mark_cron_baseline(conn, "Tick", runtime.clock.now() - 3 * 366 * 86400)
         with workers(any_db_url, steps) as procs:
             for _ in range(3):
                 start_worker(procs, any_db_url, steps)
