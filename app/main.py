@@ -19,7 +19,7 @@ from app.accounts import NoUsersTableError, ensure_first_admin
 from app.db import create_engine
 from app.examples import router as examples_router
 from app.i18n import translate
-from app.middleware.auth import AuthMiddleware
+from app.middleware.auth import AuthMiddleware, token_authenticator
 from app.middleware.body_limit import BodyLimitMiddleware
 from app.middleware.cors import install_cors
 from app.middleware.errors import UnhandledErrorMiddleware, install_error_handlers
@@ -160,11 +160,13 @@ def create_app(
 
     # Added innermost first: the last one added is the outermost. Locale sits outside the
     # error middleware so that every envelope, a 500 included, is in the client's language.
+    codec = JwtCodec.from_settings(settings)
     app.add_middleware(
-        AuthMiddleware,
-        codec=JwtCodec.from_settings(settings),
-        runtime=runtime,
-        cache_seconds=settings.auth_cache_seconds,
+        AuthMiddleware, codec=codec, runtime=runtime, cache_seconds=settings.auth_cache_seconds
+    )
+    # A WebSocket may also sign in with its first message: the same check.
+    runtime.set_stream_authenticator(
+        token_authenticator(codec=codec, runtime=runtime, cache_seconds=settings.auth_cache_seconds)
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrorMiddleware)

@@ -11,6 +11,7 @@ still log in).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -92,6 +93,26 @@ class AuthMiddleware:
         if self.cache_seconds > 0:
             principal_cache.put(key, principal, now + self.cache_seconds)
         return principal
+
+
+def token_authenticator(
+    *, codec: JwtCodec, runtime: Runtime, cache_seconds: float
+) -> Callable[[str], Awaitable[Principal | None]]:
+    """The same token check as the middleware, for a WebSocket that signs in with its first
+    message (`{"auth": {"token": ...}}`): the user, or None for any bad token."""
+    checker = AuthMiddleware(_no_app, codec=codec, runtime=runtime, cache_seconds=cache_seconds)
+
+    async def authenticate(token: str) -> Principal | None:
+        try:
+            return await checker._principal(token)
+        except TokenError:
+            return None
+
+    return authenticate
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("token_authenticator's checker is not an ASGI app")
 
 
 def _bearer_token(scope: Scope) -> str | None:
