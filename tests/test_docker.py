@@ -229,8 +229,11 @@ def test_the_image_is_built_in_stages_on_python_3_11_slim() -> None:
         for name, _, default in [line.partition("=")]
     }
     bases = [interpolate(a.split()[0], args) for _, k, a in found if k == "FROM"]
-    assert len(bases) >= 2
-    assert all(base.startswith("python:3.11-slim") for base in bases)
+    python_bases = [base for base in bases if base.startswith("python:")]
+    assert len(python_bases) >= 2  # a builder and a slim runtime
+    assert all(base.startswith("python:3.11-slim") for base in python_bases)
+    # the only other stage provides Node.js >= 20.6 for the JS/TS steps
+    assert [b for b in bases if not b.startswith("python:")] == ["node:20-bookworm-slim"]
 
 
 def test_dependencies_install_from_the_lock_before_the_source_is_copied() -> None:
@@ -265,9 +268,10 @@ def test_the_image_runs_as_an_unprivileged_user_and_checks_health() -> None:
 
 def test_the_final_stage_copies_what_the_app_needs() -> None:
     targets = {args.split()[-1] for keyword, args in final_stage() if keyword == "COPY"}
-    needed = {"app", "steps", "migrations", "alembic.ini", "locales", ".venv"}
+    needed = {"app", "steps", "migrations", "alembic.ini", "locales", ".venv", "node_modules"}
     assert {f"/app/{name}" for name in needed} <= targets
     assert "/app/docker/entrypoint.sh" in targets
+    assert "/usr/local/bin/node" in targets  # the JS/TS steps' runtime
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
