@@ -22,7 +22,7 @@ from app.i18n import translate
 from app.middleware.auth import AuthMiddleware, token_authenticator
 from app.middleware.body_limit import BodyLimitMiddleware
 from app.middleware.cors import install_cors
-from app.middleware.errors import UnhandledErrorMiddleware, install_error_handlers
+from app.middleware.errors import ErrorEnvelope, UnhandledErrorMiddleware, install_error_handlers
 from app.middleware.i18n import LocaleMiddleware
 from app.middleware.ratelimit import install_rate_limits
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
@@ -177,14 +177,43 @@ def create_app(
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            }
-            app.openapi_schema = schema
+            app.openapi_schema = document_errors(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Say in the OpenAPI what every operation really answers on failure: the error envelope.
+
+    FastAPI documents a 422 with its own body for validation; Stepwise answers 400 with the
+    envelope, and any other error (401, 403, 404, 413, 429, 500, 503...) in the same shape.
+    """
+    components = schema.setdefault("components", {})
+    components["securitySchemes"] = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    }
+    envelope_schema = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.setdefault("schemas", {})["ErrorEnvelope"] = envelope_schema
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            responses.pop("422", None)
+            if operation.get("requestBody") or operation.get("parameters"):
+                responses.setdefault(
+                    "400", {"description": "Validation failed", "content": envelope}
+                )
+            responses.setdefault(
+                "default",
+                {"description": "Any other error, in the error envelope", "content": envelope},
+            )
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components["schemas"].pop(unused, None)
+    return schema
 
 
 async def _first_admin(runtime: Runtime, settings: Settings) -> None:

@@ -207,3 +207,19 @@ async def test_trace_ids_are_taken_when_valid_else_made(tmp_path: Path, db_url: 
     assert invalid.headers["x-trace-id"] != "bad id; drop"
     assert len(invalid.headers["x-trace-id"]) == 32
     assert w3c.json()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+async def test_openapi_documents_the_envelope_not_fastapis_422(tmp_path: Path, db_url: str) -> None:
+    async with step_app(tmp_path, db_url, STEPS) as client:
+        spec = (await client.get("/openapi.json")).json()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (method, path)
+            assert responses["default"]["content"]["application/json"]["schema"]["$ref"].endswith(
+                "/ErrorEnvelope"
+            )
+    post = spec["paths"]["/things"]["post"]["responses"]
+    assert post["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert set(spec["components"]["schemas"]["ErrorEnvelope"]["required"]) >= {"error", "code"}
