@@ -15,6 +15,7 @@ from app.middleware.errors import UnhandledErrorMiddleware, install_error_handle
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
 from app.runtime._tracing import TraceMiddleware
 from app.settings import Settings, get_settings, use_settings
+from app.workbench import install_otel, install_workbench
 
 Role = Literal["dev", "api"]
 
@@ -50,12 +51,15 @@ def create_app(
     use_settings(settings)
     configure_logging(settings.log_level, settings.resolved_log_format)
     runtime = build_runtime(settings, clock)
+    tracer_provider = install_otel(runtime, settings)
     log = get_logger(component="app")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for warning in runtime.registry.warnings():
             log.warning("step graph", problem=warning)
+        if workbench is not None:
+            await workbench.start()
         await runtime.start(worker=role == "dev")
         log.info(
             "stepwise started",
@@ -68,6 +72,10 @@ def create_app(
             yield
         finally:
             await runtime.stop()
+            if workbench is not None:
+                await workbench.stop()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()
             await runtime.engine.dispose()
 
     app = FastAPI(
@@ -80,6 +88,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = runtime
+    workbench = install_workbench(app, runtime, settings)
     runtime.mount(app)
     install_error_handlers(app)
 

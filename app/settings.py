@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     record_runs: bool = True
 
+    # -- observability -------------------------------------------------------------------------
+    # The Workbench (/workbench and /workbench/api/...), its in-memory log buffer and metrics.
+    workbench_enabled: bool = True
+    workbench_log_buffer: int = Field(10_000, ge=100, le=1_000_000)
+    workbench_metrics_window: int = Field(300, ge=10, le=7 * 86_400)
+    # Lets a scraper read /metrics with `Authorization: Bearer <token>` (admins always can).
+    metrics_token: SecretStr | None = None
+    # OpenTelemetry: step runs are exported as spans when an OTLP endpoint is set
+    # (needs the `otlp` extra: `uv sync --extra otlp`).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "stepwise"
+
     # -- security ------------------------------------------------------------------------------
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     cors_origins: Annotated[list[str], NoDecode] = [
@@ -61,6 +73,11 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("metrics_token", "otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
         if self.env == "production":
@@ -71,6 +88,8 @@ class Settings(BaseSettings):
                     "ENV=production (for example: python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))')"
                 )
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
+            raise ValueError("METRICS_TOKEN must be at least 16 characters")
         if self.lease_renew_seconds >= self.lease_seconds:
             raise ValueError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
         return self

@@ -1,0 +1,192 @@
+"""The Workbench's log buffer: the newest N structlog records of this process, pushed live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_SECRET = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|cookie", re.I)
+_RESERVED = {"event", "level", "timestamp", "trace_id", "step", "log_level"}
+_MAX_TEXT = 2000
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of a log field (anything else becomes its repr, cut to a sane size)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
+    if depth < 4 and isinstance(value, dict):
+        return {
+            str(k): "***" if _SECRET.search(str(k)) else _jsonable(v, depth + 1)
+            for k, v in list(value.items())[:100]
+        }
+    if depth < 4 and isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v, depth + 1) for v in list(value)[:100]]
+    text = repr(value)
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
+
+
+class LogHub:
+    """Keeps the newest `capacity` records; live readers wait for new ones by sequence number.
+
+    The sink runs in whatever thread logged (sync handlers run in a thread pool), so it only
+    appends to a deque and, when someone is listening, wakes the loop thread-safely.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self.records: deque[dict[str, Any]] = deque(maxlen=capacity)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+        self._listeners = 0
+        self.closed = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._changed = asyncio.Event()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    # -- the sink -------------------------------------------------------------------------------
+
+    def sink(self, record: dict[str, Any]) -> None:
+        level = str(record.get("level") or record.get("log_level") or "info").lower()
+        timestamp = record.get("timestamp")
+        if not isinstance(timestamp, str):
+            timestamp = datetime.now(UTC).isoformat()
+        fields = {
+            str(k): "***" if _SECRET.search(str(k)) else _jsonable(v)
+            for k, v in record.items()
+            if k not in _RESERVED and not str(k).startswith("_")
+        }
+        trace_id = record.get("trace_id")
+        step = record.get("step")
+        with self._lock:
+            self.records.append(
+                {
+                    "seq": next(self._seq),
+                    "timestamp": timestamp,
+                    "level": level,
+                    "message": _jsonable(str(record.get("event", ""))),
+                    "step": str(step) if step is not None else None,
+                    "trace_id": str(trace_id) if trace_id is not None else None,
+                    "fields": fields,
+                }
+            )
+        if self._listeners:
+            self._wake()
+
+    def _wake(self) -> None:
+        loop, changed = self._loop, self._changed
+        if loop is None or changed is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            changed.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is shutting down
+                loop.call_soon_threadsafe(changed.set)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def since(self, after: int) -> list[dict[str, Any]]:
+        """Records newer than sequence number `after`, oldest first (walks from the newest end)."""
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for record in reversed(self.records):
+                if record["seq"] <= after:
+                    break
+                out.append(record)
+        out.reverse()
+        return out
+
+    def query(
+        self,
+        *,
+        level: str | None = None,
+        step: str | None = None,
+        trace_id: str | None = None,
+        text: str | None = None,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Matching records, oldest first: the newest `limit` of them."""
+        found = [
+            r
+            for r in self.since(after)
+            if matches_filter(r, level=level, step=step, trace_id=trace_id, text=text)
+        ]
+        return found[-limit:] if limit > 0 else []
+
+    async def follow(
+        self, *, after: int, max_seconds: float, keepalive: float = 10.0, **filters: Any
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield batches of new matching records (an empty batch is a keep-alive) until
+        `max_seconds` have passed or the hub closes."""
+        assert self._changed is not None, "LogHub.start() was not called"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_seconds
+        self._listeners += 1
+        try:
+            while not self.closed:
+                self._changed.clear()
+                fresh = self.since(after)
+                if fresh:
+                    after = fresh[-1]["seq"]
+                    batch = [r for r in fresh if matches_filter(r, **filters)]
+                    if batch:
+                        yield batch
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, keepalive))
+                except TimeoutError:
+                    if loop.time() < deadline:
+                        yield []
+        finally:
+            self._listeners -= 1
+
+    @property
+    def last_seq(self) -> int:
+        with self._lock:
+            return self.records[-1]["seq"] if self.records else 0
+
+
+def matches_filter(
+    record: dict[str, Any],
+    *,
+    level: str | None = None,
+    step: str | None = None,
+    trace_id: str | None = None,
+    text: str | None = None,
+) -> bool:
+    if level and LEVELS.get(record["level"], 20) < LEVELS.get(level.lower(), 0):
+        return False
+    if step and record["step"] != step:
+        return False
+    if trace_id and record["trace_id"] != trace_id:
+        return False
+    if text:
+        needle = text.lower()
+        if needle not in record["message"].lower() and needle not in str(record["fields"]).lower():
+            return False
+    return True
