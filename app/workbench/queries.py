@@ -28,6 +28,11 @@ _RUN_COLUMNS = (
 )
 
 
+def _row(row: Any) -> dict[str, Any]:
+    # Column names come back as `quoted_name` (a str subclass orjson refuses as a key).
+    return {str(k): v for k, v in row._mapping.items()}
+
+
 def _loads(text: str | None) -> Any:
     if text is None:
         return None
@@ -91,7 +96,7 @@ async def runs_of_traces(conn: AsyncConnection, trace_ids: list[str]) -> list[di
         .order_by(step_runs.c.started_at, step_runs.c.id)
         .limit(10_000)
     )
-    return [dict(r._mapping) for r in rows]
+    return [_row(r) for r in rows]
 
 
 async def events_of_trace(conn: AsyncConnection, trace_id: str) -> list[dict[str, Any]]:
@@ -101,7 +106,7 @@ async def events_of_trace(conn: AsyncConnection, trace_id: str) -> list[dict[str
         .order_by(events.c.created_at)
         .limit(1000)
     )
-    return [{**dict(r._mapping), "data": _loads(r.data)} for r in rows]
+    return [{**_row(r), "data": _loads(r.data)} for r in rows]
 
 
 async def deliveries_of_trace(conn: AsyncConnection, trace_id: str) -> list[dict[str, Any]]:
@@ -123,7 +128,7 @@ async def deliveries_of_trace(conn: AsyncConnection, trace_id: str) -> list[dict
         .order_by(deliveries.c.id)
         .limit(1000)
     )
-    return [{**dict(r._mapping), "errors": _loads(r.errors) or []} for r in rows]
+    return [{**_row(r), "errors": _loads(r.errors) or []} for r in rows]
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -162,9 +167,7 @@ async def step_window_stats(conn: AsyncConnection, since: float) -> dict[str, di
             {"count": 0, "errors": 0, "retries": 0, "mean_ms": 0.0, "max_ms": 0.0, "kind": r.kind},
         )
         total = entry["count"] + int(r.n)
-        entry["mean_ms"] = (
-            entry["mean_ms"] * entry["count"] + float(r.mean) * int(r.n)
-        ) / total
+        entry["mean_ms"] = (entry["mean_ms"] * entry["count"] + float(r.mean) * int(r.n)) / total
         entry["count"] = total
         entry["errors"] += int(r.errors or 0)
         entry["retries"] += int(r.retries or 0)
@@ -390,7 +393,7 @@ async def cron_overview(conn: AsyncConnection, names: list[str]) -> dict[str, di
         )
     )
     for r in rows:
-        out[r.step]["last_run"] = dict(r._mapping)
+        out[r.step]["last_run"] = _row(r)
     for step, n in await conn.execute(
         select(deliveries.c.step, func.count())
         .where(deliveries.c.step.in_(names), deliveries.c.status.in_(("pending", "running")))
