@@ -716,18 +716,22 @@
   async function viewTrace(traceId) {
     const holder = h("div", {});
     replace(main, page("Trace", null, h("p", {}, h("a", { href: "#/traces", text: "← all traces" })), holder));
+    // Follow the trace while it is unknown (the recorder writes within a second) or running.
+    let finished = 0;
     const load = async () => {
+      if (finished >= 3) return;  // a few more looks: the last run is recorded just after its commit
       let trace;
       try {
         trace = await api("traces/" + encodeURIComponent(traceId), { quiet: true });
       } catch (err) {
         replace(holder, h("p", { class: "empty", text: err.status === 404 ? `No trace ${traceId} (yet).` : err.message }));
-        return false;
+        return;
       }
       replace(holder, traceView(trace));
-      return trace.outcome === "running";
+      finished = trace.outcome === "running" ? 0 : finished + 1;
     };
-    if (await load()) every(1500, load);
+    await load();
+    every(1000, load);
   }
 
   function traceView(trace) {
