@@ -88,8 +88,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = runtime
-    workbench = install_workbench(app, runtime, settings)
     runtime.mount(app)
+    # After the steps' routes: an API request never walks past the Workbench's routes first.
+    workbench = install_workbench(app, runtime, settings)
     install_error_handlers(app)
 
     # Added innermost first: the last one added is the outermost.

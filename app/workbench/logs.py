@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import re
 import threading
@@ -18,6 +19,12 @@ _RESERVED = {"event", "level", "timestamp", "trace_id", "step", "log_level"}
 _MAX_TEXT = 2000
 
 
+@functools.lru_cache(maxsize=4096)
+def is_secret(key: str) -> bool:
+    """Field names whose values never reach the Workbench (passwords, tokens, keys...)."""
+    return _SECRET.search(key) is not None
+
+
 def _jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON-safe copy of a log field (anything else becomes its repr, cut to a sane size)."""
     if value is None or isinstance(value, bool | int | float):
@@ -26,7 +33,7 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
         return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
     if depth < 4 and isinstance(value, dict):
         return {
-            str(k): "***" if _SECRET.search(str(k)) else _jsonable(v, depth + 1)
+            str(k): "***" if is_secret(str(k)) else _jsonable(v, depth + 1)
             for k, v in list(value.items())[:100]
         }
     if depth < 4 and isinstance(value, list | tuple | set | frozenset):
@@ -69,7 +76,7 @@ class LogHub:
         if not isinstance(timestamp, str):
             timestamp = datetime.now(UTC).isoformat()
         fields = {
-            str(k): "***" if _SECRET.search(str(k)) else _jsonable(v)
+            str(k): "***" if is_secret(str(k)) else _jsonable(v)
             for k, v in record.items()
             if k not in _RESERVED and not str(k).startswith("_")
         }

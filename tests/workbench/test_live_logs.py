@@ -60,3 +60,28 @@ async def test_a_stream_resumes_after_the_last_seen_record(tmp_path: Path, db_ur
         ) as stream:
             records = await read_events(stream, lambda records: False)  # ends by itself
     assert [r["seq"] for r in records] == [r["seq"] for r in logs[1:]]
+
+
+async def test_records_logged_from_a_worker_thread_reach_live_readers() -> None:
+    # sync handlers run in a thread pool: their records must still wake the event loop
+    from app.workbench.logs import LogHub
+
+    hub = LogHub(capacity=100)
+    hub.start(asyncio.get_running_loop())
+
+    async def first_batch() -> list[dict[str, Any]]:
+        async for batch in hub.follow(after=0, max_seconds=10):
+            if batch:
+                return batch
+        return []
+
+    reader = asyncio.create_task(first_batch())
+    await asyncio.sleep(0)  # the reader is waiting before anything is logged
+    await asyncio.to_thread(
+        hub.sink, {"event": "from a thread", "level": "info", "step": "SyncStep", "n": 1}
+    )
+    batch = await asyncio.wait_for(reader, 5)
+    hub.close()
+    assert [(r["message"], r["step"], r["fields"]) for r in batch] == [
+        ("from a thread", "SyncStep", {"n": 1})
+    ]
