@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from app.runtime._recorder import StepRun
 
+from .runs import safe_listener
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -42,7 +44,7 @@ class StepRunSpans:
         self.tracer = provider.get_tracer("stepwise")
 
     def __call__(self, run: StepRun) -> None:
-        ids: _ChosenTraceIds = self.provider.id_generator  # type: ignore[assignment]
+        ids: Any = self.provider.id_generator  # a ChosenTraceIds (see install_otel)
         ids.chosen.value = otel_trace_id(run.trace_id)
         start = int(run.started_at * 1e9)
         attributes: dict[str, Any] = {
@@ -86,12 +88,6 @@ def _chosen_trace_ids() -> Any:
     return ChosenTraceIds()
 
 
-if TYPE_CHECKING:
-
-    class _ChosenTraceIds:
-        chosen: threading.local
-
-
 def install_otel(
     runtime: Runtime, settings: Settings, exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
@@ -126,5 +122,5 @@ def install_otel(
         if not endpoint.rstrip("/").endswith("/v1/traces"):
             endpoint = endpoint.rstrip("/") + "/v1/traces"
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    runtime.recorder.add_listener(StepRunSpans(provider))
+    runtime.recorder.add_listener(safe_listener(StepRunSpans(provider)))
     return provider

@@ -5,14 +5,29 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from app.runtime import get_logger
 from app.runtime._recorder import StepRun
 
 # Prometheus histogram buckets for step durations, in seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ERROR_OUTCOMES = frozenset({"error", "timeout", "dead"})
+
+
+def safe_listener(listener: Callable[[StepRun], None]) -> Callable[[StepRun], None]:
+    """Observability must never fail a step: a broken listener is logged, not raised."""
+    log = get_logger(component="workbench")
+
+    def call(run: StepRun) -> None:
+        try:
+            listener(run)
+        except Exception as exc:
+            log.warning("a step-run listener failed", error=f"{type(exc).__name__}: {exc}")
+
+    return call
 
 
 def run_dict(run: StepRun) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,32 +14,16 @@ from app.runtime import (
     Runtime,
     Step,
     add_log_sink,
-    get_logger,
     remove_log_sink,
 )
 from app.runtime._cron import next_fire
-from app.runtime._recorder import StepRun
 from app.runtime._unit import Unit
 from app.settings import Settings
 
 from . import queries
 from .flows import flows_data
 from .logs import LogHub
-from .runs import RecentRuns, RunCounters, run_key
-
-log = get_logger(component="workbench")
-
-
-def _safe(listener: Callable[[StepRun], None]) -> Callable[[StepRun], None]:
-    """Observability must never fail a step: a broken listener is logged, not raised."""
-
-    def call(run: StepRun) -> None:
-        try:
-            listener(run)
-        except Exception as exc:
-            log.warning("a step-run listener failed", error=f"{type(exc).__name__}: {exc}")
-
-    return call
+from .runs import RecentRuns, RunCounters, run_key, safe_listener
 
 
 def _schema(model: Any) -> Any:
@@ -85,8 +68,8 @@ class Workbench:
         self.hub = LogHub(settings.workbench_log_buffer)
         self.recent = RecentRuns()
         self.counters = RunCounters()
-        runtime.recorder.add_listener(_safe(self.recent))
-        runtime.recorder.add_listener(_safe(self.counters))
+        runtime.recorder.add_listener(safe_listener(self.recent))
+        runtime.recorder.add_listener(safe_listener(self.counters))
 
     async def start(self) -> None:
         self.hub.start(asyncio.get_running_loop())
