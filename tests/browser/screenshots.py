@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tests.workbench.demo import demo_app, demo_settings, live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# (file name, hash route, a selector to wait for, an action before the shot)
+# (file name, hash route, a selector to wait for); _prepare() clicks what a shot needs
 SHOTS: list[tuple[str, str, str]] = [
     ("workbench-flows.png", "#/flows", ".step-node"),
     ("workbench-flow-messages.png", "#/flows/messages", ".step-node"),
@@ -56,6 +57,7 @@ async def take(out: Path, port: int = 0) -> list[Path]:
     if reason:
         raise SystemExit(reason)
     out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/workbench.db"
