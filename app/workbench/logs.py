@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from app.runtime import _json
+
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _SECRET = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|cookie", re.I)
 _RESERVED = {"event", "level", "timestamp", "trace_id", "step", "log_level"}
@@ -42,6 +44,11 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
 
 
+# One kept record: (seq, numeric level, step, trace id, the record as JSON). A tuple of atomic
+# values is untracked by the garbage collector, so 10,000 of them cost a collection nothing.
+_Entry = tuple[int, int, str | None, str | None, bytes]
+
+
 class LogHub:
     """Keeps the newest `capacity` records; live readers wait for new ones by sequence number.
 
@@ -51,7 +58,7 @@ class LogHub:
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self.records: deque[dict[str, Any]] = deque(maxlen=capacity)
+        self.records: deque[_Entry] = deque(maxlen=capacity)
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,18 +89,22 @@ class LogHub:
         }
         trace_id = record.get("trace_id")
         step = record.get("step")
+        step = str(step) if step is not None else None
+        trace_id = str(trace_id) if trace_id is not None else None
         with self._lock:
-            self.records.append(
+            seq = next(self._seq)
+            data = _json.dumps_bytes(
                 {
-                    "seq": next(self._seq),
+                    "seq": seq,
                     "timestamp": timestamp,
                     "level": level,
                     "message": _jsonable(str(record.get("event", ""))),
-                    "step": str(step) if step is not None else None,
-                    "trace_id": str(trace_id) if trace_id is not None else None,
+                    "step": step,
+                    "trace_id": trace_id,
                     "fields": fields,
                 }
             )
+            self.records.append((seq, LEVELS.get(level, 20), step, trace_id, data))
         if self._listeners:
             self._wake()
 
@@ -113,14 +124,14 @@ class LogHub:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def since(self, after: int) -> list[dict[str, Any]]:
-        """Records newer than sequence number `after`, oldest first (walks from the newest end)."""
-        out: list[dict[str, Any]] = []
+    def since(self, after: int) -> list[_Entry]:
+        """Entries newer than sequence number `after`, oldest first (walks from the newest end)."""
+        out: list[_Entry] = []
         with self._lock:
-            for record in reversed(self.records):
-                if record["seq"] <= after:
+            for entry in reversed(self.records):
+                if entry[0] <= after:
                     break
-                out.append(record)
+                out.append(entry)
         out.reverse()
         return out
 
@@ -136,11 +147,11 @@ class LogHub:
     ) -> list[dict[str, Any]]:
         """Matching records, oldest first: the newest `limit` of them."""
         found = [
-            r
-            for r in self.since(after)
-            if matches_filter(r, level=level, step=step, trace_id=trace_id, text=text)
+            e
+            for e in self.since(after)
+            if matches_filter(e, level=level, step=step, trace_id=trace_id, text=text)
         ]
-        return found[-limit:] if limit > 0 else []
+        return [_json.loads(e[4]) for e in found[-limit:]] if limit > 0 else []
 
     async def follow(
         self, *, after: int, max_seconds: float, keepalive: float = 10.0, **filters: Any
@@ -156,8 +167,8 @@ class LogHub:
                 self._changed.clear()
                 fresh = self.since(after)
                 if fresh:
-                    after = fresh[-1]["seq"]
-                    batch = [r for r in fresh if matches_filter(r, **filters)]
+                    after = fresh[-1][0]
+                    batch = [_json.loads(e[4]) for e in fresh if matches_filter(e, **filters)]
                     if batch:
                         yield batch
                     continue
@@ -175,25 +186,28 @@ class LogHub:
     @property
     def last_seq(self) -> int:
         with self._lock:
-            return self.records[-1]["seq"] if self.records else 0
+            return self.records[-1][0] if self.records else 0
 
 
 def matches_filter(
-    record: dict[str, Any],
+    entry: _Entry,
     *,
     level: str | None = None,
     step: str | None = None,
     trace_id: str | None = None,
     text: str | None = None,
 ) -> bool:
-    if level and LEVELS.get(record["level"], 20) < LEVELS.get(level.lower(), 0):
+    if level and entry[1] < LEVELS.get(level.lower(), 0):
         return False
-    if step and record["step"] != step:
+    if step and entry[2] != step:
         return False
-    if trace_id and record["trace_id"] != trace_id:
+    if trace_id and entry[3] != trace_id:
         return False
-    if text:
-        needle = text.lower()
-        if needle not in record["message"].lower() and needle not in str(record["fields"]).lower():
-            return False
-    return True
+    if not text:
+        return True
+    needle = text.lower()
+    if needle.encode() not in entry[4].lower():  # cheap rejection on the stored JSON
+        return False
+    # then only the message and the fields (names and values), not the timestamp or level
+    record = _json.loads(entry[4])
+    return needle in record["message"].lower() or needle in _json.dumps(record["fields"]).lower()

@@ -6,7 +6,6 @@ import bisect
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from app.runtime import get_logger
@@ -30,8 +29,18 @@ def safe_listener(listener: Callable[[StepRun], None]) -> Callable[[StepRun], No
     return call
 
 
-def run_dict(run: StepRun) -> dict[str, Any]:
-    return asdict(run)
+_FIELDS = (
+    "trace_id",
+    "step",
+    "kind",
+    "attempt",
+    "started_at",
+    "duration_ms",
+    "outcome",
+    "error",
+    "detail",
+    "delivery_id",
+)
 
 
 def run_key(run: dict[str, Any]) -> tuple[Any, ...]:
@@ -40,19 +49,37 @@ def run_key(run: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class RecentRuns:
-    """The newest runs of this process, so a trace shows them before the recorder's flush."""
+    """The newest runs of this process, so a trace shows them before the recorder's flush.
+
+    Kept as tuples of plain values: the garbage collector does not track them.
+    """
 
     def __init__(self, capacity: int = 5000) -> None:
-        self.runs: deque[StepRun] = deque(maxlen=capacity)
+        self.runs: deque[tuple[Any, ...]] = deque(maxlen=capacity)
 
     def __call__(self, run: StepRun) -> None:
-        self.runs.append(run)
+        self.runs.append(
+            (
+                run.trace_id,
+                run.step,
+                run.kind,
+                run.attempt,
+                run.started_at,
+                run.duration_ms,
+                run.outcome,
+                run.error,
+                run.detail,
+                run.delivery_id,
+            )
+        )
 
     def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
-        return [run_dict(r) for r in list(self.runs) if r.trace_id == trace_id]
+        return [dict(zip(_FIELDS, r, strict=True)) for r in list(self.runs) if r[0] == trace_id]
 
     def since(self, started_after: float) -> list[dict[str, Any]]:
-        return [run_dict(r) for r in list(self.runs) if r.started_at >= started_after]
+        return [
+            dict(zip(_FIELDS, r, strict=True)) for r in list(self.runs) if r[4] >= started_after
+        ]
 
 
 class _StepCounters:
