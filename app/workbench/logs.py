@@ -19,6 +19,7 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _SECRET = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|cookie", re.I)
 _RESERVED = {"event", "level", "timestamp", "trace_id", "step", "log_level"}
 _MAX_TEXT = 2000
+_MAX_RECORD = 16_384  # bytes of JSON before long strings are cut to _MAX_TEXT
 
 
 @functools.lru_cache(maxsize=4096)
@@ -78,32 +79,42 @@ class LogHub:
     # -- the sink -------------------------------------------------------------------------------
 
     def sink(self, record: dict[str, Any]) -> None:
-        level = str(record.get("level") or record.get("log_level") or "info").lower()
+        level = record.get("level") or record.get("log_level") or "info"
+        level = level if level in LEVELS else str(level).lower()
         timestamp = record.get("timestamp")
         if not isinstance(timestamp, str):
             timestamp = datetime.now(UTC).isoformat()
-        fields = {
-            str(k): "***" if is_secret(str(k)) else _jsonable(v)
-            for k, v in record.items()
-            if k not in _RESERVED and not str(k).startswith("_")
-        }
-        trace_id = record.get("trace_id")
+        # The fast path: plain values go to orjson as they are; containers are copied (nested
+        # secrets masked, sizes bounded); anything else becomes its repr.
+        fields: dict[str, Any] = {}
+        for key, value in record.items():
+            if key in _RESERVED or not isinstance(key, str) or key[:1] == "_":
+                continue
+            if is_secret(key):
+                value = "***"
+            elif not isinstance(value, str | int | float | bool | None):
+                value = _jsonable(value)
+            fields[key] = value
         step = record.get("step")
-        step = str(step) if step is not None else None
-        trace_id = str(trace_id) if trace_id is not None else None
+        trace_id = record.get("trace_id")
+        step = step if step is None or isinstance(step, str) else str(step)
+        trace_id = trace_id if trace_id is None or isinstance(trace_id, str) else str(trace_id)
+        entry = {
+            "seq": 0,
+            "timestamp": timestamp,
+            "level": level,
+            "message": str(record.get("event", "")),
+            "step": step,
+            "trace_id": trace_id,
+            "fields": fields,
+        }
         with self._lock:
-            seq = next(self._seq)
-            data = _json.dumps_bytes(
-                {
-                    "seq": seq,
-                    "timestamp": timestamp,
-                    "level": level,
-                    "message": _jsonable(str(record.get("event", ""))),
-                    "step": step,
-                    "trace_id": trace_id,
-                    "fields": fields,
-                }
-            )
+            entry["seq"] = seq = next(self._seq)
+            data = _json.dumps_bytes(entry)
+            if len(data) > _MAX_RECORD:  # long strings: cut them down
+                entry["message"] = _jsonable(entry["message"])
+                entry["fields"] = {k: _jsonable(v) for k, v in fields.items()}
+                data = _json.dumps_bytes(entry)
             self.records.append((seq, LEVELS.get(level, 20), step, trace_id, data))
         if self._listeners:
             self._wake()
