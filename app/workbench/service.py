@@ -23,7 +23,7 @@ from app.settings import Settings
 from . import queries
 from .flows import flows_data
 from .logs import LogHub
-from .runs import RecentRuns, RunCounters, run_key, safe_listener
+from .runs import ERROR_OUTCOMES, RecentRuns, RunCounters, run_key, safe_listener
 
 
 def _schema(model: Any) -> Any:
@@ -105,60 +105,31 @@ class Workbench:
     async def traces(
         self, *, window: float, limit: int, step: str | None, errors_only: bool
     ) -> list[dict[str, Any]]:
+        """The newest traces; the database picks the candidates, and the runs this process has
+        not flushed yet (up to a second old) are counted in, or make a trace of their own."""
         since = self.now() - window
         async with self.runtime.read_connection() as conn:
             found = await queries.recent_traces(
                 conn, since=since, limit=limit, step=step, errors_only=errors_only
             )
-            runs = await queries.runs_of_traces(conn, [t["trace_id"] for t in found])
-        found = self._merge_unflushed_traces(found, since, step, errors_only, limit)
-        first: dict[str, dict[str, Any]] = {}
-        steps: dict[str, list[str]] = {}
-        for run in [*runs, *self.recent.since(since)]:
-            trace = run["trace_id"]
-            if trace not in first or run["started_at"] < first[trace]["started_at"]:
-                first[trace] = run
-            names = steps.setdefault(trace, [])
-            if run["step"] not in names:
-                names.append(run["step"])
-        for trace in found:
-            root = first.get(trace["trace_id"])
-            trace["root"] = (
-                None
-                if root is None
-                else {
-                    "step": root["step"],
-                    "kind": root["kind"],
-                    "detail": root["detail"],
-                    "outcome": root["outcome"],
-                }
-            )
-            trace["steps"] = steps.get(trace["trace_id"], [])
-        return found
-
-    def _merge_unflushed_traces(
-        self,
-        found: list[dict[str, Any]],
-        since: float,
-        step: str | None,
-        errors_only: bool,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        """Add traces whose runs are still in the recorder's buffer (up to a second old)."""
-        known = {t["trace_id"]: t for t in found}
-        fresh: dict[str, list[dict[str, Any]]] = {}
+            stored = await queries.runs_of_traces(conn, [t["trace_id"] for t in found])
+        by_trace: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
+        for run in stored:
+            by_trace.setdefault(run["trace_id"], {})[run_key(run)] = run
         for run in self.recent.since(since):
-            if run["trace_id"] not in known:
-                fresh.setdefault(run["trace_id"], []).append(run)
-        for trace_id, runs in fresh.items():
+            by_trace.setdefault(run["trace_id"], {}).setdefault(run_key(run), run)
+        out = []
+        for trace_id, keyed in by_trace.items():
+            runs = sorted(keyed.values(), key=lambda r: r["started_at"])
+            errors = sum(r["outcome"] in ERROR_OUTCOMES for r in runs)
             if step and all(r["step"] != step for r in runs):
                 continue
-            errors = sum(r["outcome"] in ("error", "timeout", "dead") for r in runs)
             if errors_only and not errors:
                 continue
-            started = min(r["started_at"] for r in runs)
+            started = runs[0]["started_at"]
             ended = max(r["started_at"] + r["duration_ms"] / 1000 for r in runs)
-            found.append(
+            root = runs[0]
+            out.append(
                 {
                     "trace_id": trace_id,
                     "started_at": started,
@@ -166,10 +137,17 @@ class Workbench:
                     "duration_ms": (ended - started) * 1000,
                     "runs": len(runs),
                     "errors": errors,
+                    "root": {
+                        "step": root["step"],
+                        "kind": root["kind"],
+                        "detail": root["detail"],
+                        "outcome": root["outcome"],
+                    },
+                    "steps": list(dict.fromkeys(r["step"] for r in runs)),
                 }
             )
-        found.sort(key=lambda t: t["started_at"], reverse=True)
-        return found[:limit]
+        out.sort(key=lambda t: t["started_at"], reverse=True)
+        return out[:limit]
 
     async def trace(self, trace_id: str) -> dict[str, Any]:
         async with self.runtime.read_connection() as conn:
