@@ -311,6 +311,8 @@ async def state_value(conn: AsyncConnection, group: str, key: str) -> dict[str, 
 
 # -- streams --------------------------------------------------------------------------------------
 
+_LIVE_ITEM = stream_items.c.data != "null"  # a deleted item may stay a while as a tombstone
+
 
 async def stream_summary(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
     rows = await conn.execute(
@@ -319,7 +321,9 @@ async def stream_summary(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
             func.count(func.distinct(stream_items.c.group_id)).label("groups"),
             func.count().label("items"),
             func.max(stream_items.c.updated_at).label("updated_at"),
-        ).group_by(stream_items.c.stream)
+        )
+        .where(_LIVE_ITEM)
+        .group_by(stream_items.c.stream)
     )
     return {
         r.stream: {"groups": int(r.groups), "items": int(r.items), "updated_at": r.updated_at}
@@ -334,7 +338,7 @@ async def stream_groups(conn: AsyncConnection, stream: str, limit: int) -> list[
             func.count().label("items"),
             func.max(stream_items.c.updated_at).label("updated_at"),
         )
-        .where(stream_items.c.stream == stream)
+        .where(stream_items.c.stream == stream, _LIVE_ITEM)
         .group_by(stream_items.c.group_id)
         .order_by(func.max(stream_items.c.updated_at).desc())
         .limit(limit)
@@ -355,7 +359,7 @@ async def stream_group_items(
             stream_items.c.version,
             stream_items.c.updated_at,
         )
-        .where(stream_items.c.stream == stream, stream_items.c.group_id == group)
+        .where(stream_items.c.stream == stream, stream_items.c.group_id == group, _LIVE_ITEM)
         .order_by(stream_items.c.updated_at.desc(), stream_items.c.id)
         .limit(limit)
     )

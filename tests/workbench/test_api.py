@@ -307,6 +307,17 @@ async def test_streams_list_their_groups_and_items(tmp_path: Path, db_url: str) 
                         "updated_at": now + n,
                     }
                     for n, room in enumerate(["room-1", "room-1", "room-2"])
+                ]
+                # a deleted item left as a tombstone is not shown
+                + [
+                    {
+                        "stream": "chat",
+                        "group_id": "room-1",
+                        "id": "gone",
+                        "data": "null",
+                        "version": 2,
+                        "updated_at": now + 5,
+                    }
                 ],
             )
         streams = (await client.get("/workbench/api/streams")).json()["streams"]
