@@ -101,7 +101,7 @@ async def test_the_log_buffer_keeps_the_newest_records_up_to_its_setting(
     tmp_path: Path, db_url: str
 ) -> None:
     async with demo_client(tmp_path, db_url, workbench_log_buffer=100) as client:
-        for n in range(70):
+        for n in range(120):  # 120 "Sending message" lines alone overflow the buffer
             await post_message(client, f"message {n}", f"trace-buffer-{n:04d}")
         logs = (await client.get("/workbench/api/logs", params={"limit": 1000})).json()
     assert logs["capacity"] == 100
@@ -109,7 +109,7 @@ async def test_the_log_buffer_keeps_the_newest_records_up_to_its_setting(
     seqs = [r["seq"] for r in logs["logs"]]
     assert seqs == sorted(seqs) and seqs[-1] == logs["last_seq"]
     assert seqs[0] == logs["last_seq"] - 99  # the oldest ones went first
-    assert "message 69" in str(logs["logs"])
+    assert "message 119" in str(logs["logs"])
 
 
 async def test_secrets_in_log_fields_are_masked(tmp_path: Path, db_url: str) -> None:
