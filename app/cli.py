@@ -94,7 +94,10 @@ async def _run_worker(settings: Settings, concurrency: int | None) -> None:
     from app.runtime import configure_logging, get_logger
 
     configure_logging(settings.log_level, settings.resolved_log_format)
+    from app.workbench import install_otel
+
     runtime = build_runtime(settings)
+    tracer_provider = install_otel(runtime, settings)
     log = get_logger(component="worker-process")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,6 +108,8 @@ async def _run_worker(settings: Settings, concurrency: int | None) -> None:
     await stop.wait()
     log.info("stopping: finishing running handlers", grace=settings.shutdown_grace_seconds)
     await runtime.stop()
+    if tracer_provider is not None:
+        tracer_provider.shutdown()
     await runtime.engine.dispose()
 
 

@@ -29,6 +29,7 @@ from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, disc
 from app.runtime._tracing import TraceMiddleware
 from app.security import JwtCodec, passwords
 from app.settings import Settings, get_settings, use_settings
+from app.workbench import install_otel, install_workbench
 
 Role = Literal["dev", "api"]
 
@@ -114,12 +115,15 @@ def create_app(
     # /ready reads the migration state on every probe; Alembic would log two lines each time.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     runtime = build_runtime(settings, clock)
+    tracer_provider = install_otel(runtime, settings)
     log = get_logger(component="app")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for warning in runtime.registry.warnings():
             log.warning("step graph", problem=warning)
+        if workbench is not None:
+            await workbench.start()
         await runtime.start(worker=role == "dev")
         undo_signals = end_streams_on_exit_signal(runtime)
         # What imports and set-up built lives as long as the process: keep it out of the
@@ -140,6 +144,10 @@ def create_app(
             gc.unfreeze()  # another app may start in this process (tests): let all be collected
             undo_signals()
             await runtime.stop()
+            if workbench is not None:
+                await workbench.stop()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()
             await runtime.engine.dispose()
 
     app = FastAPI(
@@ -154,6 +162,8 @@ def create_app(
     app.state.runtime = runtime
     runtime.mount(app)
     app.include_router(examples_router)
+    # After the steps' routes: an API request never walks past the Workbench's routes first.
+    workbench = install_workbench(app, runtime, settings)
     install_error_handlers(app)
     if settings.rate_limit_enabled:
         install_rate_limits(runtime, settings.trusted_proxies)

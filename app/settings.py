@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     stream_auth_timeout_seconds: float = Field(10.0, gt=0)
     stream_tombstone_seconds: float = Field(86_400.0, gt=0)
 
+    # -- observability -------------------------------------------------------------------------
+    # The Workbench (/workbench and /workbench/api/...), its in-memory log buffer and metrics.
+    workbench_enabled: bool = True
+    workbench_log_buffer: int = Field(10_000, ge=100, le=1_000_000)
+    workbench_metrics_window: int = Field(300, ge=10, le=7 * 86_400)
+    # Lets a scraper read /metrics with `Authorization: Bearer <token>` (admins always can).
+    metrics_token: SecretStr | None = None
+    # OpenTelemetry: step runs are exported as spans when an OTLP endpoint is set
+    # (needs the `otlp` extra: `uv sync --extra otlp`).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "stepwise"
+
     # -- security ------------------------------------------------------------------------------
     jwt_algorithm: JwtAlgorithm = "HS256"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
@@ -129,6 +141,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
+    @field_validator("metrics_token", "otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
         if self.jwt_algorithm.startswith("HS"):
@@ -153,6 +170,8 @@ class Settings(BaseSettings):
             raise ValueError("ADMIN_EMAIL and ADMIN_PASSWORD are set together, or neither")
         if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 8:
             raise ValueError("ADMIN_PASSWORD must be at least 8 characters long")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
+            raise ValueError("METRICS_TOKEN must be at least 16 characters")
         if self.lease_renew_seconds >= self.lease_seconds:
             raise ValueError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
         return self

@@ -83,8 +83,11 @@ class CronScheduler:
                 self._log.info("running a missed firing", step=step.name, fire_at=iso(due))
                 await self.fire(step, due)
 
-    async def fire(self, step: Step, fire_at: float, *, manual: bool = False) -> bool:
-        """Enqueue a firing; False when another scheduler enqueued it first."""
+    async def fire(
+        self, step: Step, fire_at: float, *, manual: bool = False, trace_id: str | None = None
+    ) -> bool:
+        """Enqueue a firing (its trace id `trace_id`, or a new one); False when another
+        scheduler enqueued it first."""
         config = step.config
         assert isinstance(config, CronStepConfig)
         key = (
@@ -98,7 +101,7 @@ class CronScheduler:
                 step=step.name,
                 fire_at=fire_at,
                 dedupe_key=key,
-                trace_id=new_trace_id(),
+                trace_id=trace_id or new_trace_id(),
                 max_attempts=config.retry.max_attempts,
                 now=self.runtime.clock.now(),
             )

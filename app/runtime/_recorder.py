@@ -47,7 +47,7 @@ class Recorder:
         self.enabled = True
         self._log = get_logger(component="recorder")
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        columns = (
+        columns = self._columns = (
             "trace_id",
             "step",
             "kind",
@@ -117,6 +117,15 @@ class Recorder:
             )
         try:
             async with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # COPY: ~10 us a row, where a 10,000-parameter INSERT costs psycopg ~70 us.
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    copy_sql = f"COPY {step_runs.name} ({', '.join(self._columns)}) FROM STDIN"
+                    async with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                        for row in rows:
+                            await copy.write_row(row)
+                    return
                 # Multi-row INSERTs through the driver: thousands of rows cost a few ms, and
                 # SQLite runs each statement in one step with the GIL released.
                 for start in range(0, len(rows), _CHUNK):

@@ -362,13 +362,16 @@ class Runtime:
 
     # -- cron and dead letters ------------------------------------------------------------------
 
-    async def fire_cron(self, name: str) -> None:
-        """Run a cron step now (the Workbench's button), outside its schedule."""
+    async def fire_cron(self, name: str) -> str:
+        """Run a cron step now (the Workbench's button), outside its schedule; returns the
+        firing's trace id."""
         step = self.registry.by_name.get(name)
         if step is None or not isinstance(step.config, CronStepConfig):
             raise KeyError(f"no cron step named {name!r}")
         scheduler = self.scheduler or CronScheduler(self)
-        await scheduler.fire(step, self.clock.now(), manual=True)
+        trace_id = new_trace_id()
+        await scheduler.fire(step, self.clock.now(), manual=True, trace_id=trace_id)
+        return trace_id
 
     async def purge_history(self) -> dict[str, int]:
         """Delete finished work older than `history_hours` (workers do this every few minutes)."""
