@@ -111,19 +111,23 @@ def scratch_copy(target: Path) -> Path:
     return target
 
 
+def new_database(server: str) -> str:
+    name = f"stepwise_tutorial_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_admin_url(server), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return _admin_url(server).rsplit("/", 1)[0] + "/" + name
+
+
 def database_for_run() -> tuple[str | None, str | None]:
-    """(DATABASE_URL for the server or None for the SQLite default, a Postgres URL for the
-    blocks marked postgres or None)."""
-    postgres = None
+    """(DATABASE_URL for the server — None: the SQLite default of `make run` — and a database
+    of its own for the blocks marked postgres, or None when no Postgres is reachable)."""
     server = TEST_DATABASE_URL if ON_POSTGRES else POSTGRES_URL
-    if postgres_reachable(server) is None:
-        name = f"stepwise_tutorial_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(_admin_url(server), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        postgres = _admin_url(server).rsplit("/", 1)[0] + "/" + name
-    elif REQUIRE_POSTGRES:
-        pytest.fail(f"STEPWISE_REQUIRE_POSTGRES=1 but {postgres_reachable(server)}")
-    return (postgres if ON_POSTGRES else None), postgres
+    reason = postgres_reachable(server)
+    if reason is not None:
+        if REQUIRE_POSTGRES or ON_POSTGRES:
+            pytest.fail(f"a Postgres run, or STEPWISE_REQUIRE_POSTGRES=1, but {reason}")
+        return None, None
+    return (new_database(server) if ON_POSTGRES else None), new_database(server)
 
 
 def drop(url: str | None) -> None:
@@ -215,3 +219,4 @@ def test_the_tutorial_runs_end_to_end(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         drop(postgres_url)
+        drop(server_db)
