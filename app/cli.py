@@ -129,6 +129,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    from app.seed import seed_sync
+
+    settings = _settings()
+    inserted = seed_sync(settings.database_url, settings.steps_dir)
+    rows = ", ".join(f"{feature}: {n}" for feature, n in inserted.items()) or "no seeds"
+    print(f"seed rows inserted ({rows})")
+    return 0
+
+
 def _backend(settings: Settings) -> str:
     return "postgres" if settings.database_url.startswith("postgres") else "sqlite"
 
@@ -327,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply the database migrations (Alembic upgrade head)")
     p.set_defaults(fn=cmd_migrate)
+
+    p = sub.add_parser("seed", help="insert the features' seed rows that are missing")
+    p.set_defaults(fn=cmd_seed)
 
     p = sub.add_parser(
         "create-admin",

@@ -117,6 +117,25 @@ class Settings(BaseSettings):
     # Addresses or networks of reverse proxies whose X-Forwarded-For is believed.
     trusted_proxies: Annotated[list[str], NoDecode] = []
 
+    # -- the sample features (steps/messages, steps/orders, steps/content) ----------------------
+    # CleanupOldMessages deletes messages older than this, daily.
+    message_retention_days: int = Field(7, ge=1, le=3650)
+    # How many recent messages ProcessMessage keeps per room in state (`messages_history`).
+    message_history_size: int = Field(50, ge=1, le=10_000)
+    # The simulated payment gateway: the share of attempts that fail at random (0.0-1.0).
+    # The card 4000 0000 0000 0002 is always declined.
+    payment_failure_rate: float = Field(0.0, ge=0.0, le=1.0)
+    # SendConfirmationEmail writes every email to the `email_outbox` table; with SMTP_HOST set,
+    # it also sends it (STARTTLS when SMTP_STARTTLS is true).
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    email_from: str = "orders@stepwise.local"
+    # AIContentModerator flags text whose VADER compound score is at or below this.
+    moderation_negative_threshold: float = Field(-0.6, ge=-1.0, le=0.0)
+
     @field_validator(
         "cors_origins", "cors_methods", "cors_headers", "trusted_proxies", mode="before"
     )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -161,6 +162,10 @@ class Context:
         self._unit.add_event(new)
         return new.id
 
+    def now(self) -> datetime:
+        """The runtime clock's time, aware, in UTC: tests move it with a `ManualClock`."""
+        return datetime.fromtimestamp(self._runtime.clock.now(), UTC)
+
     def t(self, key: str, **params: Any) -> str:
         """Translate a message key into the request's language."""
         return self._runtime.translate(key, self.locale, **params)
@@ -232,6 +237,9 @@ class ThreadContext:
 
     def t(self, key: str, **params: Any) -> str:
         return self._ctx.t(key, **params)
+
+    def now(self) -> datetime:
+        return self._ctx.now()
 
 
 @contextlib.asynccontextmanager
