@@ -152,9 +152,15 @@ async def test_a_handler_that_always_fails_is_dead_lettered_then_replayed(
         assert await runtime.replay([letter["id"]]) == []  # replaying twice is a no-op
         await eventually(lambda: _async(len(calls(client, "Doomed")) == 3))
         await eventually(lambda: _async_not(runtime.dead_letters))
-        delivery = await runtime.delivery(letter["id"])
+
+        async def finished() -> dict[str, Any] | None:
+            # The handler has returned (calls == 3); the ack commits just after it.
+            delivery = await runtime.delivery(letter["id"])
+            return delivery if delivery and delivery["status"] != "running" else None
+
+        delivery = await eventually(finished)
     assert calls(client, "Doomed") == [1, 2, 1]
-    assert delivery is not None and delivery["status"] == "done"
+    assert delivery["status"] == "done"
 
 
 async def test_a_handler_past_its_timeout_is_cancelled_and_retried(
