@@ -410,7 +410,11 @@ class Failure:
     retry_at: float | None  # None: dead letter
 
 
-async def record_failures(conn: AsyncConnection, failures: Sequence[Failure], now: float) -> None:
+async def record_failures(
+    conn: AsyncConnection, failures: Sequence[Failure], now: float
+) -> set[int]:
+    """Record each failure whose lease still holds (retry or dead letter); returns their ids."""
+    recorded: set[int] = set()
     for f in failures:
         row = (
             await conn.execute(
@@ -436,6 +440,8 @@ async def record_failures(conn: AsyncConnection, failures: Sequence[Failure], no
                 errors=_json.dumps(errors[-50:]),
             )
         )
+        recorded.add(f.delivery_id)
+    return recorded
 
 
 async def renew_leases(conn: AsyncConnection, tokens: Sequence[str], expires_at: float) -> int:

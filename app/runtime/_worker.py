@@ -239,6 +239,13 @@ class Worker:
         try:
             if step is None or step.handler is None:
                 raise _Permanent(f"no step named {item.step!r} is loaded by this worker")
+            if item.attempt > item.max_attempts:
+                # Each earlier claim ended with its lease expiring (the worker died, hung or
+                # lost the database): a delivery that takes its workers down stops here.
+                raise _Permanent(
+                    f"claimed {item.attempt} times for {item.max_attempts} attempts: "
+                    "the earlier runs' leases expired without an outcome"
+                )
             event = self._event_for(step, item)
             ctx = self.runtime.context(step, unit, trace_id=item.trace_id, attempt=item.attempt)
             await asyncio.wait_for(step.handler.invoke(event, ctx), retry.timeout)
@@ -279,8 +286,17 @@ class Worker:
                         item.attempt, random.random()
                     )
                 failure = Failure(item.lease_token, item.id, item.attempt, error or "", retry_at)
-                await self._submit(item, None, failure)
-                if dead:
+                if not await self._submit(item, None, failure):
+                    outcome = "lost"
+                    self._log.warning(
+                        "delivery failed, but its lease was lost: another worker runs it",
+                        step=item.step,
+                        delivery_id=item.id,
+                        attempt=item.attempt,
+                        error=error,
+                        trace_id=item.trace_id,
+                    )
+                elif dead:
                     outcome = "dead"
                     self._log.error(
                         "delivery dead-lettered",
@@ -371,7 +387,7 @@ class Worker:
             stream_ops = [op for d in kept for op in d.unit.stream_ops]  # type: ignore[union-attr]
             await _store.apply_state_ops(conn, ops, now)
             await _store.insert_events(conn, emits, now)
-            await _store.record_failures(conn, failures, now)
+            failed_ids = await _store.record_failures(conn, failures, now)
             if emits:
                 await notify_new_work(conn)
             # Stream writes commit with the deliveries' acks; subscribers hear of them after.
@@ -386,7 +402,8 @@ class Worker:
             hub.committed(changes)
         for d in batch:
             if not d.result.done():
-                d.result.set_result(d.failure is not None or d.claimed.id in done_ids)
+                ids = failed_ids if d.failure is not None else done_ids
+                d.result.set_result(d.claimed.id in ids)
 
     async def _commit_alone(self, done: _Done) -> None:
         try:
@@ -397,8 +414,12 @@ class Worker:
                 done.result.set_result(ok)
                 return
             async with self.runtime.engine.begin() as conn:
-                await _store.record_failures(conn, [done.failure], self.runtime.clock.now())  # type: ignore[list-item]
-            done.result.set_result(True)
+                recorded = await _store.record_failures(
+                    conn,
+                    [done.failure],  # type: ignore[list-item]
+                    self.runtime.clock.now(),
+                )
+            done.result.set_result(done.claimed.id in recorded)
         except Exception as exc:
             # Not even alone: leave the lease to expire and the delivery to run again.
             self._log.error("commit failed", error=str(exc), delivery_id=done.claimed.id)

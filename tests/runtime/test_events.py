@@ -283,3 +283,43 @@ async def _unfinished(client: httpx.AsyncClient) -> bool:
             )
         ).scalar_one()
     return bool(count)
+
+
+HANGS = {
+    "start_step.py": """
+        config = {"name": "Start", "type": "api", "path": "/start", "method": "POST",
+                  "auth": "public", "emits": ["job.hangs"]}
+        async def handler(req, ctx):
+            await ctx.emit({"topic": "job.hangs", "data": {}})
+            return {"status": 202, "body": {}}
+    """,
+    "hangs_step.py": """
+        import asyncio
+        CALLS = []
+        config = {"name": "Hangs", "type": "event", "subscribes": ["job.hangs"],
+                  "retry": {"max_attempts": 2, "delay": 0, "timeout": 3600}}
+        async def handler(event, ctx):
+            CALLS.append(ctx.attempt)
+            await asyncio.sleep(3600)
+    """,
+}
+
+
+async def test_a_delivery_whose_leases_keep_expiring_is_dead_lettered_not_run_forever(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    """A handler that takes its worker down (here: hangs while the clock jumps past its lease,
+    as if the process had died) is claimed again, but not beyond `max_attempts`: the claim
+    after the last one dead-letters it without running it again."""
+    clock = ManualClock(start=3_000_000.0)
+    async with step_app(tmp_path, any_db_url, HANGS, clock=clock) as client:
+        runtime = runtime_of(client)
+        await client.post("/start")
+        for attempt in (1, 2):
+            await eventually(lambda n=attempt: _async(len(calls(client, "Hangs")) == n))
+            clock.advance(60)  # past the 15 s lease: the run is as good as dead
+        dead = await eventually(runtime.dead_letters)
+        await _settle(client)
+        assert calls(client, "Hangs") == [1, 2]
+    assert len(dead) == 1 and dead[0]["attempts"] == 3
+    assert "claimed 3 times for 2 attempts" in dead[0]["errors"][-1]["error"]
