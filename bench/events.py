@@ -36,6 +36,7 @@ from app.db import migrate  # noqa: E402
 from app.runtime import Runtime, RuntimeSettings, discover  # noqa: E402
 from app.runtime._db import create_engine  # noqa: E402
 from app.runtime._schema import deliveries  # noqa: E402
+from bench.report import line as figure_line  # noqa: E402
 
 STEPS = ROOT / "bench" / "bench_steps"
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -156,7 +157,7 @@ async def run_backend(
             rate = await throughput(embedded, events)
             p50, p99, n = await latency(embedded, rate / 2, seconds)
             await embedded.stop()
-            lines.append(_line(backend, "embedded", rate, p50, p99, n))
+            lines.append(figure_line(backend, "embedded", rate, p50, p99, n))
         for count in worker_counts:
             procs = start_workers(url, count)
             try:
@@ -168,13 +169,9 @@ async def run_backend(
                     proc.terminate()
                 for proc in procs:
                     proc.wait(timeout=30)
-            lines.append(_line(backend, f"{count} worker process(es)", rate, p50, p99, n))
+            lines.append(figure_line(backend, f"{count} worker process(es)", rate, p50, p99, n))
         await engine.dispose()
     return lines
-
-
-def _line(backend: str, how: str, rate: float, p50: float, p99: float, n: int) -> str:
-    return f"{backend:<9} {how:<22} {rate:>8,.0f} events/s   latency p50 {p50:6.2f} ms  p99 {p99:7.2f} ms  ({n} events at half load)"
 
 
 async def main() -> None:

@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import line as figure_line  # noqa: E402
+
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PG_SERVER = PG_SERVER.replace("postgresql+psycopg", "postgresql")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
@@ -329,12 +331,6 @@ def stepwise_rate(
     return None
 
 
-def _line(backend: str, how: str, rate: float, p50: float, p99: float, n: int) -> str:
-    from bench.events import _line as events_line  # one format for every figure
-
-    return events_line(backend, how, rate, p50, p99, n)
-
-
 async def run(events: int, stepwise_results: list[str], seconds: float = 5.0) -> None:
     preflight()
     loop = asyncio.get_running_loop()
@@ -363,7 +359,7 @@ async def run(events: int, stepwise_results: list[str], seconds: float = 5.0) ->
                     print(f"{backend:<9} {how:<22} failed: {exc}", flush=True)
                     continue
                 rates[name] = rate
-                print(_line(backend, how, rate, p50, p99, n), flush=True)
+                print(figure_line(backend, how, rate, p50, p99, n), flush=True)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
     ours = stepwise_rate(stepwise_results)
