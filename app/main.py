@@ -213,6 +213,9 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             responses = operation["responses"]
             responses.pop("422", None)
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400 and "content" not in response:
+                    response["content"] = envelope
             if operation.get("requestBody") or operation.get("parameters"):
                 responses.setdefault(
                     "400", {"description": "Validation failed", "content": envelope}

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.i18n import translate
@@ -142,7 +143,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code >= 500 and exc.status_code not in _HTTP_CODES:
         code, key = "internal", "error.internal"
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return envelope(request.scope, exc.status_code, code, key, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the requested path answers (RFC 9110: a 405 lists them in `Allow`).
+
+    Starlette names only those of the first route whose path matched, so a 405 on `/users`
+    would say `POST` while `GET /users` exists too.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods |= route_methods
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:

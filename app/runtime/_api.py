@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -155,7 +156,6 @@ def _endpoint(runtime: Runtime, step: Step) -> Any:
         if config.body is None and config.method in _JSON_METHODS:
             body = await _json_body(request)
         user = request.scope.get("user")
-        authorize(config.auth, user)
         scope = request.scope
         if query is None:
             raw_query = scope.get("query_string", b"")
@@ -204,6 +204,21 @@ def _endpoint(runtime: Runtime, step: Step) -> Any:
     return endpoint
 
 
+class _StepRoute(APIRoute):
+    """A step's route: its auth level is checked before FastAPI reads and validates the body, so
+    a client without the right to call it gets 401/403, never a description of its bad input."""
+
+    def get_route_handler(self) -> Any:
+        handle = super().get_route_handler()
+        level = (self.openapi_extra or {}).get("x-stepwise-auth", "user")
+
+        async def authorized(request: Request) -> Response:
+            authorize(level, request.scope.get("user"))
+            return await handle(request)
+
+        return authorized
+
+
 def mount_api_steps(app: FastAPI, runtime: Runtime) -> None:
     """Add one route per API step."""
     for step in runtime.registry.api_steps:
@@ -221,7 +236,7 @@ def mount_api_steps(app: FastAPI, runtime: Runtime) -> None:
             extra["security"] = [{"bearerAuth": []}]
         if config.emits:
             extra["x-stepwise-emits"] = sorted(config.emit_topics)
-        app.add_api_route(
+        app.router.add_api_route(
             config.path,
             _endpoint(runtime, step),
             methods=[config.method],
@@ -233,6 +248,7 @@ def mount_api_steps(app: FastAPI, runtime: Runtime) -> None:
             responses=responses,  # type: ignore[arg-type]
             response_class=Response,
             openapi_extra=extra,
+            route_class_override=_StepRoute,
         )
 
 
