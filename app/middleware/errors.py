@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,11 +62,18 @@ def envelope(
     )
 
 
+# A body of many bad fields must not get an answer many times its size (a 1 MB object of 60,000
+# unknown keys answered 5 MB of details), nor echo a huge field name back.
+MAX_DETAILS = 50
+MAX_FIELD_CHARS = 200
+
+
 def validation_details(errors: Any, locale: str) -> list[dict[str, Any]]:
-    """One entry per failing field: where it is, what is wrong, the pydantic error type."""
+    """One entry per failing field (the first MAX_DETAILS): where it is, what is wrong, the
+    pydantic error type."""
     details = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ())]
+    for err in itertools.islice(errors, MAX_DETAILS):
+        loc = [str(p)[:MAX_FIELD_CHARS] for p in err.get("loc", ())]
         if err.get("type") == "json_invalid":
             loc = []  # FastAPI puts the character offset in `loc`: the field is the body
         elif loc and loc[0] == "body" and len(loc) > 1:
@@ -76,7 +84,7 @@ def validation_details(errors: Any, locale: str) -> list[dict[str, Any]]:
         text = translate(key, locale, **_ctx(err))
         details.append(
             {
-                "field": ".".join(loc) or "body",
+                "field": ".".join(loc)[:MAX_FIELD_CHARS] or "body",
                 "message": text if text != key else err.get("msg", "invalid"),
                 "type": err.get("type"),
             }
@@ -128,8 +136,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
-        # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): malformed JSON.
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's "error parsing the body": bytes that are not UTF-8, or JSON nested deeper
+        # than the parser's recursion limit (`[[[[...`): malformed JSON, for the client.
         locale = request.scope.get("locale", "en")
         error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}
         return envelope(
