@@ -125,6 +125,7 @@ schema = schemathesis.pytest.from_fixture("fuzz_schema")
 def test_no_generated_request_gives_a_5xx_or_an_undocumented_answer(
     case: Any, fuzz_target: FuzzTarget
 ) -> None:
+    count("fuzz: cases generated")
     for who, headers in fuzz_target.credentials.items():
         fuzz_target.clock.skipped += 61  # a fresh rate-limit window: cases reach their handlers
         response = case.call(headers=headers, timeout=30)
