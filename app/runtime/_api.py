@@ -146,7 +146,7 @@ def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
         value = _json.loads(raw)
     except ValueError:
         return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
         children = item.values() if isinstance(item, dict) else item

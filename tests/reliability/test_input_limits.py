@@ -133,12 +133,16 @@ async def test_a_body_less_step_takes_json_64_levels_deep_and_refuses_deeper(
         ]
 
 
-async def test_a_wide_body_is_not_mistaken_for_a_deep_one(tmp_path: Path, db_url: str) -> None:
+async def test_wide_bodies_and_brackets_in_strings_are_not_mistaken_for_depth(
+    tmp_path: Path, db_url: str
+) -> None:
     wide = json.dumps({"items": [{"n": i, "tags": [[i]]} for i in range(5_000)]}).encode()
+    brackets = json.dumps({"text": "[{" * 10_000, "more": ["[[[[" * 100]}).encode()
     async with step_app(tmp_path, db_url, KEEPER) as client:
-        response = await client.put("/keep/wide", content=wide, headers=JSON)
-    assert response.status_code == 200
-    assert response.json() == json.loads(wide)
+        for key, body in (("wide", wide), ("brackets", brackets)):
+            response = await client.put(f"/keep/{key}", content=body, headers=JSON)
+            assert response.status_code == 200, response.text
+            assert response.json() == json.loads(body)
 
 
 # -- breadth and length --------------------------------------------------------------------------
