@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 NPM := $(shell command -v node >/dev/null 2>&1 && command -v npm 2>/dev/null)
 
-.PHONY: run test lint format setup migrate messages bench clean
+.PHONY: run test lint format setup migrate messages bench audit clean
 
 # uv comes from PyPI; installed into .tools/ when the machine has none.
 .tools/bin/uv:
@@ -67,6 +67,21 @@ bench: setup
 	$(UV) sync --frozen --group bench --python python3
 	$(PY) bench/events.py --peers
 	$(PY) bench/api_overhead.py
+
+# Known vulnerabilities in every locked dependency (all groups and extras: uv.lock exported with
+# its hashes) and in the Node.js packages. NEEDS NETWORK ACCESS: pip-audit asks PyPI's advisory
+# data, npm audit the npm registry. Not part of `make test` (tests never need the network).
+AUDIT_REQUIREMENTS := var/audit-requirements.txt
+
+audit: setup
+	@$(PY) -c "import urllib.request; urllib.request.urlopen('https://pypi.org/simple/', timeout=10)" 2>/dev/null \
+	  || { echo "make audit: cannot reach https://pypi.org: the audit needs network access (offline? behind a proxy: set HTTPS_PROXY)" >&2; exit 2; }
+	@mkdir -p var
+	$(UV) export --frozen --all-groups --all-extras --no-emit-project --format requirements.txt --output-file $(AUDIT_REQUIREMENTS) --quiet
+	.venv/bin/pip-audit --strict --require-hashes --disable-pip --progress-spinner off --desc on -r $(AUDIT_REQUIREMENTS)
+ifneq ($(NPM),)
+	$(NPM) audit --omit=dev --audit-level=moderate
+endif
 
 clean:
 	rm -rf .venv .tools node_modules var/*.db var/*.db-* .pytest_cache .mypy_cache .ruff_cache

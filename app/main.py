@@ -24,7 +24,7 @@ from app.middleware.body_limit import BodyLimitMiddleware
 from app.middleware.cors import install_cors
 from app.middleware.errors import ErrorEnvelope, UnhandledErrorMiddleware, install_error_handlers
 from app.middleware.i18n import LocaleMiddleware
-from app.middleware.ratelimit import install_rate_limits
+from app.middleware.ratelimit import install_login_limit, install_rate_limits
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
 from app.runtime._tracing import TraceMiddleware
 from app.security import JwtCodec, passwords
@@ -167,6 +167,12 @@ def create_app(
     install_error_handlers(app)
     if settings.rate_limit_enabled:
         install_rate_limits(runtime, settings.trusted_proxies)
+        install_login_limit(
+            app,
+            runtime,
+            max_failures=settings.login_max_failures,
+            window_seconds=settings.login_failure_window_seconds,
+        )
 
     # Added innermost first: the last one added is the outermost. Locale sits outside the
     # error middleware so that every envelope, a 500 included, is in the client's language.
@@ -213,6 +219,9 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             responses = operation["responses"]
             responses.pop("422", None)
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400 and "content" not in response:
+                    response["content"] = envelope
             if operation.get("requestBody") or operation.get("parameters"):
                 responses.setdefault(
                     "400", {"description": "Validation failed", "content": envelope}

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     # Addresses or networks of reverse proxies whose X-Forwarded-For is believed.
     trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Failed logins allowed per account (email) in a window, from any number of addresses;
+    # then 429 until the window ends. A successful login clears the account's count.
+    login_max_failures: int = Field(10, ge=1, le=10_000)
+    login_failure_window_seconds: int = Field(900, ge=1, le=86_400)
 
     # -- the sample features (steps/messages, steps/orders, steps/content) ----------------------
     # CleanupOldMessages deletes messages older than this, daily.

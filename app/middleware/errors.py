@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.i18n import translate
@@ -60,11 +62,18 @@ def envelope(
     )
 
 
+# A body of many bad fields must not get an answer many times its size (a 1 MB object of 60,000
+# unknown keys answered 5 MB of details), nor echo a huge field name back.
+MAX_DETAILS = 50
+MAX_FIELD_CHARS = 200
+
+
 def validation_details(errors: Any, locale: str) -> list[dict[str, Any]]:
-    """One entry per failing field: where it is, what is wrong, the pydantic error type."""
+    """One entry per failing field (the first MAX_DETAILS): where it is, what is wrong, the
+    pydantic error type."""
     details = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ())]
+    for err in itertools.islice(errors, MAX_DETAILS):
+        loc = [str(p)[:MAX_FIELD_CHARS] for p in err.get("loc", ())]
         if err.get("type") == "json_invalid":
             loc = []  # FastAPI puts the character offset in `loc`: the field is the body
         elif loc and loc[0] == "body" and len(loc) > 1:
@@ -75,7 +84,7 @@ def validation_details(errors: Any, locale: str) -> list[dict[str, Any]]:
         text = translate(key, locale, **_ctx(err))
         details.append(
             {
-                "field": ".".join(loc) or "body",
+                "field": ".".join(loc)[:MAX_FIELD_CHARS] or "body",
                 "message": text if text != key else err.get("msg", "invalid"),
                 "type": err.get("type"),
             }
@@ -127,8 +136,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
-        # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): malformed JSON.
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's "error parsing the body": bytes that are not UTF-8, or JSON nested deeper
+        # than the parser's recursion limit (`[[[[...`): malformed JSON, for the client.
         locale = request.scope.get("locale", "en")
         error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}
         return envelope(
@@ -142,7 +152,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code >= 500 and exc.status_code not in _HTTP_CODES:
         code, key = "internal", "error.internal"
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return envelope(request.scope, exc.status_code, code, key, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the requested path answers (RFC 9110: a 405 lists them in `Allow`).
+
+    Starlette names only those of the first route whose path matched, so a 405 on `/users`
+    would say `POST` while `GET /users` exists too.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods |= route_methods
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:

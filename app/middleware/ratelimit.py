@@ -7,15 +7,19 @@ request and allows `amount` requests until it ends. Each request costs one SQL s
 
 The client is the signed-in user, else the peer address; `X-Forwarded-For` is believed only when
 the peer is one of `TRUSTED_PROXIES`.
+
+Failed sign-ins are also limited per account, whatever the address (`FailedLoginLimiter`,
+`login_attempt`): a password guesser spread over many addresses gets no more guesses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +76,13 @@ class StateStorage(Storage):
 
     STORAGE_SCHEME = None
 
-    def __init__(self, engine: AsyncEngine, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: AsyncEngine, now: Callable[[], float] = time.time, group: str = GROUP
+    ) -> None:
         super().__init__(wrap_exceptions=False)
         self.engine = engine
         self.now = now
+        self.group = group
         self._hit_sql = text(_HIT[engine.dialect.name])
 
     @property
@@ -90,7 +97,7 @@ class StateStorage(Storage):
             stored = (
                 await conn.execute(
                     self._hit_sql,
-                    {"g": GROUP, "k": key, "fresh": fresh, "now": now, "amount": amount},
+                    {"g": self.group, "k": key, "fresh": fresh, "now": now, "amount": amount},
                 )
             ).scalar_one()
         value = loads(stored)
@@ -105,7 +112,7 @@ class StateStorage(Storage):
             stored = (
                 await conn.execute(
                     text("SELECT value FROM stepwise_state WHERE group_id = :g AND key = :k"),
-                    {"g": GROUP, "k": key},
+                    {"g": self.group, "k": key},
                 )
             ).scalar_one_or_none()
         if stored is None:
@@ -132,7 +139,7 @@ class StateStorage(Storage):
     async def reset(self) -> int | None:
         async with self.engine.begin() as conn:
             result = await conn.execute(
-                text("DELETE FROM stepwise_state WHERE group_id = :g"), {"g": GROUP}
+                text("DELETE FROM stepwise_state WHERE group_id = :g"), {"g": self.group}
             )
         return int(result.rowcount)
 
@@ -140,7 +147,7 @@ class StateStorage(Storage):
         async with self.engine.begin() as conn:
             await conn.execute(
                 text("DELETE FROM stepwise_state WHERE group_id = :g AND key = :k"),
-                {"g": GROUP, "k": key},
+                {"g": self.group, "k": key},
             )
 
     async def purge(self, idle_seconds: float) -> int:
@@ -148,7 +155,7 @@ class StateStorage(Storage):
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 text("DELETE FROM stepwise_state WHERE group_id = :g AND updated_at < :before"),
-                {"g": GROUP, "before": self.now() - idle_seconds},
+                {"g": self.group, "before": self.now() - idle_seconds},
             )
         return int(result.rowcount)
 
@@ -328,3 +335,64 @@ def install_rate_limits(runtime: Runtime, trusted_proxies: Sequence[str]) -> Rat
         rate_limit_middleware(limiter, by_step, parse_networks(trusted_proxies))
     )
     return limiter
+
+
+# -- failed sign-ins per account -----------------------------------------------------------------
+
+LOGIN_GROUP = "login_failures"
+
+
+class FailedLoginLimiter:
+    """At most `max_failures` failed sign-ins per account in `window_seconds`, counted in the
+    state table like every limit: across every address and every instance.
+
+    An attempt is counted when it starts, so that a burst of parallel guesses cannot all pass the
+    check before the first failure is written, and forgotten when it succeeds: what stays counted
+    are the failures. Over the limit an attempt is refused with 429 before the password is
+    checked, the right password too (else the answer would tell that a guess was right). Unknown
+    emails are counted alike, so a 429 does not tell whether an account exists. Accounts are
+    stored as SHA-256 digests: the table holds no email address.
+    """
+
+    def __init__(self, storage: StateStorage, *, max_failures: int, window_seconds: int) -> None:
+        self.limiter = RateLimiter(storage)
+        self.limiter.longest_window = window_seconds
+        self.item = limits.RateLimitItemPerSecond(max_failures, window_seconds)
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, account: str) -> AsyncIterator[None]:
+        """Wrap one credential check: 429 when the account has failed too often; the check
+        raising counts as a failure, returning clears the account's count."""
+        digest = hashlib.sha256(account.encode()).hexdigest()
+        result = await self.limiter.hit(self.item, "account", digest)
+        if not result.allowed:
+            raise AppError(
+                "rate_limited",
+                429,
+                "error.too_many_failed_logins",
+                headers=result.headers(),
+                retry_after=result.retry_after,
+            )
+        yield
+        await self.limiter.storage.clear(self.item.key_for("account", digest))
+
+
+def install_login_limit(
+    app: Any, runtime: Runtime, *, max_failures: int, window_seconds: int
+) -> None:
+    """Give the app a FailedLoginLimiter (`app.state.login_limiter`) for `login_attempt`."""
+    storage = StateStorage(runtime.engine, runtime.clock.now, group=LOGIN_GROUP)
+    app.state.login_limiter = FailedLoginLimiter(
+        storage, max_failures=max_failures, window_seconds=window_seconds
+    )
+
+
+def login_attempt(req: Any, account: str) -> contextlib.AbstractAsyncContextManager[None]:
+    """`async with login_attempt(req, email):` around a credential check, in a step: the app's
+    FailedLoginLimiter, or nothing when rate limits are off (or the request is not HTTP)."""
+    app = getattr(req.raw, "app", None)
+    limiter = getattr(getattr(app, "state", None), "login_limiter", None)
+    if limiter is None:
+        return contextlib.nullcontext()
+    assert isinstance(limiter, FailedLoginLimiter)
+    return limiter.attempt(account)

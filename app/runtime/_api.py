@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 _BODY = "stepwise_body"
 _QUERY = "stepwise_query"
 _JSON_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Request bodies nested deeper than this are refused (400): deep enough for any real document,
+# far from the parsers' and serializers' own limits (orjson writes at most 254 levels, so a
+# deeper body could be read but not stored in state or an event: a 500).
+MAX_JSON_DEPTH = 64
 
 
 class ApiRequest:
@@ -132,6 +137,39 @@ def _is_schema(model: Any) -> bool:
     return (inspect.isclass(model) and issubclass(model, BaseModel)) or hasattr(model, "__origin__")
 
 
+def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `raw` is JSON nested deeper than `limit` levels (invalid JSON is not: the
+    parser says what is wrong with it)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # cannot be deeper than the brackets it has: no parse needed
+    try:
+        value = _json.loads(raw)
+    except ValueError:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _refuse_deep_json(raw: bytes) -> None:
+    if _too_deep(raw):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_too_deep",
+                    "loc": ("body",),
+                    "msg": f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                    "ctx": {"max_depth": MAX_JSON_DEPTH},
+                }
+            ]
+        )
+
+
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
@@ -155,7 +193,6 @@ def _endpoint(runtime: Runtime, step: Step) -> Any:
         if config.body is None and config.method in _JSON_METHODS:
             body = await _json_body(request)
         user = request.scope.get("user")
-        authorize(config.auth, user)
         scope = request.scope
         if query is None:
             raw_query = scope.get("query_string", b"")
@@ -204,6 +241,24 @@ def _endpoint(runtime: Runtime, step: Step) -> Any:
     return endpoint
 
 
+class _StepRoute(APIRoute):
+    """A step's route: its auth level is checked before FastAPI reads and validates the body, so
+    a client without the right to call it gets 401/403, never a description of its bad input;
+    then a body nested deeper than MAX_JSON_DEPTH is refused, whatever the step's body model."""
+
+    def get_route_handler(self) -> Any:
+        handle = super().get_route_handler()
+        level = (self.openapi_extra or {}).get("x-stepwise-auth", "user")
+
+        async def authorized(request: Request) -> Response:
+            authorize(level, request.scope.get("user"))
+            if request.method in _JSON_METHODS:
+                _refuse_deep_json(await request.body())  # kept: FastAPI reads it from here
+            return await handle(request)
+
+        return authorized
+
+
 def mount_api_steps(app: FastAPI, runtime: Runtime) -> None:
     """Add one route per API step."""
     for step in runtime.registry.api_steps:
@@ -221,7 +276,7 @@ def mount_api_steps(app: FastAPI, runtime: Runtime) -> None:
             extra["security"] = [{"bearerAuth": []}]
         if config.emits:
             extra["x-stepwise-emits"] = sorted(config.emit_topics)
-        app.add_api_route(
+        app.router.add_api_route(
             config.path,
             _endpoint(runtime, step),
             methods=[config.method],
@@ -233,6 +288,7 @@ def mount_api_steps(app: FastAPI, runtime: Runtime) -> None:
             responses=responses,  # type: ignore[arg-type]
             response_class=Response,
             openapi_extra=extra,
+            route_class_override=_StepRoute,
         )
 
 

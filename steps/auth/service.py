@@ -24,6 +24,15 @@ async def register(session: AsyncSession, data: Register, passwords: Passwords) 
     return await add_user(session, user)
 
 
+def account_of(email: str) -> str:
+    """The account a login names, for counting its failures: the normalized email, or the
+    text as typed (trimmed, lower-cased) when it is not an email at all."""
+    try:
+        return normalize_email(email)
+    except ValueError:
+        return email.strip().lower()
+
+
 async def check_credentials(
     session: AsyncSession, email: str, password: str, passwords: Passwords
 ) -> tuple[User, str | None]:

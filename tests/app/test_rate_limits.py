@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import uuid
 from pathlib import Path
 
 import httpx
@@ -165,11 +166,13 @@ async def test_two_app_instances_share_one_limit(any_db_url: str) -> None:
 
 
 async def _login_attempts(client: httpx.AsyncClient, forwarded_for: str, n: int) -> list[int]:
+    """Failed logins from one address, each for another account (failures per account have a
+    limit of their own: docs/auth.md)."""
     statuses = []
     for _ in range(n):
         response = await client.post(
             "/auth/login",
-            json={"email": "nobody@example.com", "password": "whatever1"},
+            json={"email": f"nobody-{uuid.uuid4().hex[:8]}@example.com", "password": "whatever1"},
             headers={"X-Forwarded-For": forwarded_for},
         )
         statuses.append(response.status_code)
