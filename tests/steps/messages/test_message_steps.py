@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.runtime.testing import StepTester
@@ -57,6 +59,15 @@ def test_vader_labels_by_the_compound_score(text: str, label: str) -> None:
     analysis = sentiment_of(text)
     assert analysis.label == label
     assert -1.0 <= analysis.score <= 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=2000))
+def test_any_text_gets_a_label_and_a_score_in_range(text: str) -> None:
+    analysis = sentiment_of(text)
+    assert analysis.label in ("positive", "negative", "neutral")
+    assert -1.0 <= analysis.score <= 1.0
+    assert analysis == sentiment_of(text)  # the same text, the same verdict
 
 
 async def test_a_message_delivered_twice_is_stored_counted_and_remembered_once(
