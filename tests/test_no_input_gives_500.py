@@ -92,6 +92,10 @@ WELL_FORMED = {
             )
         },
     ),
+    "/messages": st.fixed_dictionaries(
+        {"text": st.text(min_size=1, max_size=2000)},
+        optional={"room": st.from_regex(r"\A[A-Za-z0-9_-]{1,64}\Z")},
+    ),
 }
 WELL_FORMED_QUERY = st.fixed_dictionaries(
     {}, optional={"limit": st.integers(1, 100), "offset": st.integers(0, 1_000_000)}

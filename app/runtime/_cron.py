@@ -131,5 +131,8 @@ class CronScheduler:
             else:
                 wait = min(upcoming.values()) - clock.now()
                 self._wake.clear()
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives
+                # just as the event is set (a manual clock jumping), and stop() then hangs.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, min(wait, 60.0)))
+                    async with asyncio.timeout(max(0.0, min(wait, 60.0))):
+                        await self._wake.wait()

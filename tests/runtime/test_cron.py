@@ -121,6 +121,34 @@ async def test_fire_now_runs_a_cron_step_outside_its_schedule(tmp_path: Path, db
         await runtime.engine.dispose()
 
 
+async def test_stopping_the_scheduler_just_as_a_manual_clock_jumps_does_not_hang(
+    tmp_path: Path, db_url: str
+) -> None:
+    steps = write_steps(tmp_path, CRON)
+    engine = create_engine(db_url)
+    try:
+        # The stop lands at a different point of the wake-up each time.
+        for spins in range(4):
+            clock = ManualClock(start=T0)
+            runtime = Runtime(discover(steps), engine, clock=clock)
+            await runtime.start(worker=False, scheduler=True)
+            assert runtime.scheduler is not None
+            await asyncio.sleep(0.05)  # the scheduler is waiting for its next firing
+            clock.advance(1)  # wakes it (nothing is due yet)
+            for _ in range(spins):
+                await asyncio.sleep(0)
+            loop_task = runtime.scheduler._task
+            assert loop_task is not None
+            stopping = asyncio.ensure_future(runtime.scheduler.stop())
+            stopped, _ = await asyncio.wait({stopping}, timeout=5)
+            loop_task.cancel()  # a failure leaves nothing running
+            await stopping
+            await runtime.stop()
+            assert stopped, f"the scheduler ignored stop() ({spins} turns after the jump)"
+    finally:
+        await engine.dispose()
+
+
 async def _eq(awaitable: Any, expected: Any, negate: bool = False) -> bool:
     value = await awaitable
     return (value != expected) if negate else (value == expected)
