@@ -187,7 +187,10 @@ class LogHub:
                 if remaining <= 0:
                     return
                 try:
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, keepalive))
+                    # asyncio.timeout, not wait_for, which on Python 3.11 may swallow the
+                    # cancel of a client that goes away just as a record arrives.
+                    async with asyncio.timeout(min(remaining, keepalive)):
+                        await self._changed.wait()
                 except TimeoutError:
                     if loop.time() < deadline:
                         yield []
