@@ -11,6 +11,7 @@ the way `make run` starts it. HTML comments steer the run without showing to rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -190,14 +191,23 @@ def test_the_tutorial_runs_end_to_end(tmp_path: Path) -> None:
             script += [f"echo '@@block {n}'", code]
             run_blocks.append(n)
         script.append("echo '@@done'")
-        result = subprocess.run(
+        # A session of its own: when a block fails half-way, what it started in the background
+        # (the Postgres section's API and workers) is killed with it, not left running.
+        shell = subprocess.Popen(
             ["bash", "-c", "\n".join(script)],
             cwd=project,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=900,
+            start_new_session=True,
         )
+        try:
+            stdout, stderr = shell.communicate(timeout=900)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(shell.pid, signal.SIGKILL)
+        result = subprocess.CompletedProcess(shell.args, shell.returncode, stdout, stderr)
         output = result.stdout
         parts = dict(re.findall(r"@@block (\d+)\n(.*?)(?=@@block \d+\n|@@done|\Z)", output, re.S))
         last = max((int(k) for k in parts), default=-1)
