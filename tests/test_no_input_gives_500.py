@@ -73,6 +73,25 @@ WELL_FORMED = {
             "role": st.sampled_from(["user", "admin"]),
         },
     ),
+    "/orders": st.fixed_dictionaries(
+        {
+            "items": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "sku": st.sampled_from(["BOOK-1", "MUG-1", "TSHIRT-M", "NOPE-1"]),
+                        "quantity": st.integers(min_value=1, max_value=100),
+                    }
+                ),
+                min_size=1,
+                max_size=5,
+            )
+        },
+        optional={
+            "card_number": st.sampled_from(
+                ["4242 4242 4242 4242", "4000000000000002", "5555555555554444"]
+            )
+        },
+    ),
 }
 WELL_FORMED_QUERY = st.fixed_dictionaries(
     {}, optional={"limit": st.integers(1, 100), "offset": st.integers(0, 1_000_000)}

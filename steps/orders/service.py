@@ -46,7 +46,7 @@ def user_id_of(user: Any) -> str:
 
 
 def is_admin(user: Any) -> bool:
-    return _user_field(user, "role") == "admin"
+    return bool(_user_field(user, "role") == "admin")
 
 
 async def email_of(session: AsyncSession, user: Any) -> str | None:
@@ -183,12 +183,18 @@ async def list_products(session: AsyncSession) -> list[Product]:
 # -- transitions ----------------------------------------------------------------------------------
 
 
+# Row locks are `FOR NO KEY UPDATE` on Postgres: they serialise the writers of a row but, unlike
+# `FOR UPDATE`, do not conflict with the `KEY SHARE` locks that foreign-key checks take (a new
+# order's items point at products), so placing orders never waits on, or deadlocks with, a
+# reservation. SQLite has no row locks: its write transactions run one at a time.
+
+
 async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
     """The order, its row locked until the unit ends, read fresh from the database."""
     return await session.scalar(
         select(Order)
         .where(Order.id == order_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
 
@@ -280,7 +286,7 @@ async def reserve_inventory(
     """Take every item of a paid order out of stock, or none: `inventory_reserved`, or
     `out_of_stock` naming the skus short. None: the order is not `paid`.
 
-    The products' rows are locked in sku order (two orders never wait on each other in a
+    The products' rows are locked in sku order (two reservations never wait on each other in a
     circle), so the stock read is the stock decremented; the CHECK (stock >= 0) and the
     conditional UPDATE are the last guard."""
     order = await lock_order(session, order_id)
@@ -295,7 +301,7 @@ async def reserve_inventory(
         select(Product.sku, Product.stock)
         .where(Product.sku.in_([i.sku for i in items]))
         .order_by(Product.sku)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     stock = {sku: count for sku, count in locked}
     short = [i.sku for i in items if stock.get(i.sku, 0) < i.quantity]
@@ -313,7 +319,10 @@ async def reserve_inventory(
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise StockChangedError(f"stock of {item.sku} changed under its lock")
-    return await advance(session, order, "inventory_reserved", trace_id=trace_id, now=now)
+    detail = "reserved " + ", ".join(f"{i.quantity} x {i.sku}" for i in items)
+    return await advance(
+        session, order, "inventory_reserved", trace_id=trace_id, now=now, detail=detail
+    )
 
 
 async def confirmation_email(session: AsyncSession, order_id: uuid.UUID) -> Email | None:
@@ -376,7 +385,7 @@ async def write_outbox(
     session: AsyncSession, email: Email, *, created_at: datetime, sent_at: datetime | None
 ) -> None:
     """Insert the email unless one with its dedupe key exists."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     await session.execute(
         insert(EmailOutbox)

@@ -95,3 +95,25 @@ async def test_a_reservation_delivered_twice_at_once_reserves_once_on_postgres(
     assert done is not None and done.status == "inventory_reserved"
     assert repeated is None
     assert after == before - 1
+
+
+async def test_placing_an_order_never_waits_for_a_reservation_on_postgres(pg_url: str) -> None:
+    """The reservation's row locks leave the foreign-key checks of new orders alone: with
+    `FOR UPDATE` instead, orders and reservations would wait on each other (and deadlock)."""
+    engine = create_engine(make_settings(pg_url))
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        order_id = await paid_mug_order(sessions, "ada")
+        async with sessions() as reserving, sessions() as placing:
+            reserved = await service.reserve_inventory(reserving, order_id, trace_id="a", now=NOW)
+            data = CreateOrder.model_validate({"items": [{"sku": "MUG-1", "quantity": 1}]})
+            bob = {"id": "bob", "role": "user", "email": "bob@example.com"}
+            placed = await asyncio.wait_for(
+                service.create_order(placing, bob, data, trace_id="b", now=NOW), timeout=10
+            )
+            await placing.commit()
+            await reserving.commit()
+    finally:
+        await engine.dispose()
+    assert reserved is not None and reserved.status == "inventory_reserved"
+    assert placed.status == "pending"

@@ -55,6 +55,13 @@ async def test_an_order_walks_from_pending_to_delivery_scheduled(any_db_url: str
     assert order["status"] == "delivery_scheduled"
     assert [h["status"] for h in order["history"]] == HAPPY_PATH
     assert {h["trace_id"] for h in order["history"]} == {"trace-order-1"}
+    details = [h["detail"] for h in order["history"]]
+    assert details[0] is None and details[1].startswith("charged on attempt 1 (reference sim_")
+    assert details[2:4] == [
+        "reserved 2 x BOOK-1, 1 x MUG-1",
+        "email written to the outbox for ada@example.com",
+    ]
+    assert details[4] == f"delivery on {order['delivery_date'][:10]}"
     assert order["payment_attempts"] == 1
     assert order["items"] == [
         {"sku": "BOOK-1", "name": "The Stepwise Book", "quantity": 2, "unit_price_cents": 2500},
