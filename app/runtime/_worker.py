@@ -441,8 +441,7 @@ class Worker:
         while True:
             await self._returns_waiting.wait()
             tokens = list(self._returning)
-            self._outage_streak += 1
-            pause = min(0.25 * 2 ** min(self._outage_streak, 8), 30.0)
+            pause = min(0.5 * 2 ** min(self._outage_streak, 6), 30.0)
             try:
                 async with self.runtime.engine.begin() as conn:
                     count = await _store.release_leases(
@@ -456,6 +455,7 @@ class Worker:
                 retry_in = min(retry_in * 2, 5.0)
                 continue
             retry_in = 0.2
+            self._outage_streak += 1  # back to 0 when a delivery commits again
             self._returning.difference_update(tokens)
             if not self._returning:
                 self._returns_waiting.clear()

@@ -22,7 +22,7 @@ from tests.conftest import (
     sqlite_copy,
 )
 from tests.reliability.harness import Cluster, System, Tally, TcpProxy, accounts_for
-from tests.reliability.verify import Outcome, stock
+from tests.reliability.verify import Outcome, restock
 
 
 @dataclass
@@ -132,7 +132,7 @@ class Systems:
         try:
             await cluster.wait_ready(timeout=120)
             accounts = await accounts_for(cluster.base_url, 3, f"load-{backend}")
-            before = await asyncio.to_thread(stock, db_url)
+            before = await asyncio.to_thread(restock, db_url)
             return System(backend, db_url, cluster, accounts, before, proxy=proxy)
         except BaseException:
             cluster.stop()

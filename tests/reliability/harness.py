@@ -253,11 +253,9 @@ class Load:
         *,
         rate: float = 8.0,
         timeout: float = 5.0,
-        messages: bool = True,
         tally: Tally | None = None,
     ) -> None:
         self.base_url = base_url
-        self.messages = messages
         self.accounts = accounts
         self.rate = rate
         self.timeout = timeout
@@ -326,7 +324,7 @@ class Load:
                 if n % 3 == 0 and mine:
                     kind, item_id = mine[-1]
                     await self._read(http, kind, item_id)
-                elif n % 3 == 1 and self.messages:
+                elif n % 3 == 1:
                     created = await self._send_message(http, index, n)
                     if created:
                         mine.append(("messages", created))
@@ -353,11 +351,12 @@ class Load:
         return None
 
     async def _place_order(self, http: httpx.AsyncClient, account: Account, n: int) -> str | None:
-        items = [{"sku": SKUS[n % len(SKUS)], "quantity": 1 + n % 2}]
-        if n % 4 == 0:
-            items.append({"sku": SKUS[(n + 1) % len(SKUS)], "quantity": 1})
+        placed = n // 3  # the how-many-th order of this client
+        items = [{"sku": SKUS[placed % len(SKUS)], "quantity": 1 + placed % 2}]
+        if placed % 4 == 3:
+            items.append({"sku": SKUS[(placed + 1) % len(SKUS)], "quantity": 1})
         body: dict[str, Any] = {"items": items}
-        if n % 10 == 5:
+        if placed % 10 == 7:
             body["card_number"] = DECLINED_CARD
         reply = await self._call(http, "POST /orders", "POST", "/orders", body)
         if reply is None:

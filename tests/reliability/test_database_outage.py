@@ -20,8 +20,6 @@ from tests.support import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-MESSAGES = os.environ.get("RELIABILITY_NO_MESSAGES") != "1"
-
 
 class ReadyProbe:
     """GET /ready every 20 ms in the background, like a load balancer: what it answered."""
@@ -85,7 +83,7 @@ async def test_a_database_cut_away_mid_load_is_reported_refused_cleanly_and_reco
     system = pg_system
     assert system.proxy is not None
     processes = [p.pid for p in system.cluster.processes if p.alive()]
-    async with ReadyProbe(system.cluster.base_url) as probe, system.load(messages=MESSAGES) as load:
+    async with ReadyProbe(system.cluster.base_url) as probe, system.load() as load:
         await load.until(accepted=15)
         system.proxy.cut()
         try:
@@ -116,7 +114,7 @@ async def test_a_postgres_restart_mid_load_is_reported_and_recovered_from(
     system = pg_system
     cluster_name = os.listdir("/etc/postgresql")[0]
     processes = [p.pid for p in system.cluster.processes if p.alive()]
-    async with ReadyProbe(system.cluster.base_url) as probe, system.load(messages=MESSAGES) as load:
+    async with ReadyProbe(system.cluster.base_url) as probe, system.load() as load:
         await load.until(accepted=15)
         await asyncio.to_thread(
             subprocess.run,

@@ -5,19 +5,16 @@ would restart it) picks up where the dead one stopped."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 
 import pytest
 
 from tests.reliability.conftest import FaultRecord
 from tests.reliability.harness import Cluster, System, accounts_for
-from tests.reliability.verify import _rows, settle, stock
+from tests.reliability.verify import _rows, restock, settle
 from tests.support import eventually
 
 pytestmark = pytest.mark.slow
-
-MESSAGES = os.environ.get("RELIABILITY_NO_MESSAGES") != "1"
 
 
 async def running_deliveries(db_url: str, pid: int) -> int:
@@ -45,7 +42,7 @@ async def test_a_worker_killed_mid_load_loses_nothing_and_repeats_nothing(
     system: System, faults: FaultRecord
 ) -> None:
     victim = system.workers[-1]
-    async with system.load(messages=MESSAGES) as load:
+    async with system.load() as load:
         await load.until(accepted=20)
         held = await until_running_handlers(system.db_url, victim.pid)
         victim.kill()
@@ -61,7 +58,7 @@ async def test_a_worker_killed_mid_load_loses_nothing_and_repeats_nothing(
 async def test_the_api_killed_mid_load_leaves_no_request_half_done(
     system: System, faults: FaultRecord
 ) -> None:
-    async with system.load(messages=MESSAGES) as load:
+    async with system.load() as load:
         await load.until(accepted=20)
         await load.requests_in_flight()
         system.api.kill()
@@ -80,8 +77,8 @@ async def test_the_embedded_dev_process_killed_mid_load_comes_back_whole(
     victim = cluster.dev()
     await cluster.wait_ready(timeout=90)
     accounts = await accounts_for(cluster.base_url, 2, "dev-kill")
-    system = System("dev", db_url, cluster, accounts, await asyncio.to_thread(stock, db_url))
-    async with system.load(messages=MESSAGES) as load:
+    system = System("dev", db_url, cluster, accounts, await asyncio.to_thread(restock, db_url))
+    async with system.load() as load:
         await load.until(accepted=20)
         await until_running_handlers(db_url, victim.pid)
         victim.kill()

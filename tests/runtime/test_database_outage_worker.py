@@ -4,10 +4,12 @@ own connection to another service failing is a failure like any other."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from sqlalchemy import event
 
 from app.runtime import Runtime
@@ -34,8 +36,16 @@ STEPS = {
 }
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda: psycopg.OperationalError("server closed the connection unexpectedly"),
+        lambda: psycopg.errors.DiskFull("could not extend file: No space left on device"),
+    ],
+    ids=["connection lost", "disk full"],
+)
 async def test_an_attempt_the_database_cut_short_is_given_back_and_does_not_count(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, db_url: str, failure: Callable[[], Exception]
 ) -> None:
     failures = {"left": 2}
     async with step_app(tmp_path, db_url, STEPS) as client:
@@ -45,7 +55,7 @@ async def test_an_attempt_the_database_cut_short_is_given_back_and_does_not_coun
         def _down(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             if "'store-fault'" in statement and failures["left"] > 0:
                 failures["left"] -= 1
-                raise psycopg.OperationalError("server closed the connection unexpectedly")
+                raise failure()
 
         event_id = await runtime.emit("store", {})
         attempt = await eventually(
