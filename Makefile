@@ -67,6 +67,7 @@ bench: setup
 	$(UV) sync --frozen --group bench --python python3
 	$(PY) bench/events.py --peers
 	$(PY) bench/api_overhead.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf .venv .tools node_modules var/*.db var/*.db-* .pytest_cache .mypy_cache .ruff_cache
