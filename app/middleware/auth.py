@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts import NoUsersTableError, parse_user_id, principal_cache, read_principal
-from app.middleware.errors import envelope
+from app.middleware.outage import DATABASE_UNAVAILABLE, outage_of, outage_response
 from app.runtime import get_logger
 from app.security import JwtCodec, Principal, TokenError
 
@@ -57,7 +57,7 @@ class AuthMiddleware:
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("cannot check a token: database unavailable", error=str(exc))
                 if scope["type"] == "http":
-                    response = envelope(scope, 503, "unavailable", "error.unavailable")
+                    response = outage_response(scope, outage_of(exc) or DATABASE_UNAVAILABLE)
                     await response(scope, receive, send)
                     return
                 scope["auth_error"] = "invalid"

@@ -14,6 +14,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.i18n import translate
+from app.middleware.outage import outage_of, outage_response
 from app.runtime import AppError, get_logger
 from app.runtime._json import dumps_bytes
 
@@ -180,7 +181,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class UnhandledErrorMiddleware:
     """Pure ASGI, inside the trace middleware: an exception nobody handled becomes a 500 envelope
-    that leaks nothing, and is logged with its trace id."""
+    that leaks nothing, and is logged with its trace id; the database being down or full is a
+    503/507 envelope with Retry-After instead (app/middleware/outage.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -200,6 +202,20 @@ class UnhandledErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
+            outage = outage_of(exc)
+            if outage is not None:
+                # The database's trouble, not a bug: the client is told to come back later.
+                log.warning(
+                    "database unavailable" if outage.status == 503 else "database storage full",
+                    path=scope.get("path"),
+                    method=scope.get("method"),
+                    trace_id=scope.get("trace_id"),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                if started:
+                    raise
+                await outage_response(scope, outage)(scope, receive, send)
+                return
             log.exception(
                 "unhandled error",
                 path=scope.get("path"),

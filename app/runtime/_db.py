@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import psycopg
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ._sqlite import inline_creator
@@ -64,12 +70,15 @@ def create_engine(
         kwargs["max_overflow"] = pool_size
         engine = create_async_engine(parsed, **kwargs)
         _install_sqlite_hooks(engine, sqlite_synchronous)
+        _mark_own_errors(engine)
         return engine
     kwargs["pool_size"] = pool_size
     kwargs["max_overflow"] = pool_size
     kwargs["pool_reset_on_return"] = None
     kwargs["connect_args"] = {"application_name": f"stepwise-{os.getpid()}"}
-    return create_async_engine(parsed, **kwargs)
+    engine = create_async_engine(parsed, **kwargs)
+    _mark_own_errors(engine)
+    return engine
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, synchronous: str) -> None:
@@ -98,3 +107,75 @@ def _install_sqlite_hooks(engine: AsyncEngine, synchronous: str) -> None:
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+# -- the database's own failures ------------------------------------------------------------------
+
+Outage = Literal["unavailable", "storage"]
+
+# Set on every exception raised by an engine of ours: a handler's own connection to another
+# service failing is the handler's failure, not the application database's outage.
+_OWN = "_stepwise_database_error"
+
+# SQLite's primary result codes (an extended code carries its primary code in the low byte).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_IOERR = 5, 6, 7, 10
+_SQLITE_FULL, _SQLITE_CANTOPEN = 13, 14
+_SQLITE_UNAVAILABLE = {_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_IOERR, _SQLITE_CANTOPEN}
+_SQLITE_UNAVAILABLE_TEXT = ("database is locked", "unable to open database file", "disk i/o error")
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _mark_own_errors(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _mark(context: ExceptionContext) -> None:
+        for exc in (context.original_exception, context.sqlalchemy_exception):
+            if exc is not None:
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(exc, _OWN, True)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it wraps (SQLAlchemy's `.orig`), its causes and contexts, and the
+    members of exception groups; each once."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        for linked in (getattr(current, "orig", None), current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+
+
+def database_outage(exc: BaseException) -> Outage | None:
+    """Whether `exc` is the application database failing rather than the code: `"unavailable"`
+    (cannot connect, connection lost, shutting down, busy, no pooled connection in time) or
+    `"storage"` (disk full). None for anything else: a bad statement or a broken constraint is a
+    bug, and a handler's own connection to another service failing is the handler's failure."""
+    unavailable = False
+    for cause in _causes(exc):
+        if isinstance(cause, sa_exc.TimeoutError):
+            unavailable = True  # only SQLAlchemy's pools raise it: no connection in time
+        if not getattr(cause, _OWN, False):
+            continue
+        if isinstance(cause, psycopg.errors.DiskFull):
+            return "storage"
+        if isinstance(cause, sqlite3.Error):
+            code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
+            message = str(cause).lower()
+            if code == _SQLITE_FULL or "database or disk is full" in message:
+                return "storage"
+            if code in _SQLITE_UNAVAILABLE or any(m in message for m in _SQLITE_UNAVAILABLE_TEXT):
+                unavailable = True
+        elif isinstance(cause, OSError) and cause.errno in _NO_SPACE:
+            return "storage"
+        elif isinstance(cause, psycopg.OperationalError | ConnectionError):
+            unavailable = True  # refused, reset, shutting down, too many connections, timeout
+        elif isinstance(cause, sa_exc.DBAPIError):
+            unavailable = unavailable or cause.connection_invalidated
+    return "unavailable" if unavailable else None

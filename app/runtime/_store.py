@@ -455,20 +455,26 @@ async def renew_leases(conn: AsyncConnection, tokens: Sequence[str], expires_at:
     return int(result.rowcount)
 
 
-async def release_leases(conn: AsyncConnection, tokens: Sequence[str]) -> int:
-    """Give deliveries back untouched (shutdown): the attempt they were claimed for is undone."""
+async def release_leases(
+    conn: AsyncConnection, tokens: Sequence[str], *, available_at: float | None = None
+) -> int:
+    """Give deliveries back untouched (shutdown, or the database failed under the handler): the
+    attempt they were claimed for is undone; with `available_at`, not claimable before then."""
     if not tokens:
         return 0
+    values: dict[str, Any] = {
+        "status": "pending",
+        "attempts": deliveries.c.attempts - 1,
+        "lease_token": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if available_at is not None:
+        values["available_at"] = available_at
     result = await conn.execute(
         update(deliveries)
         .where(deliveries.c.lease_token.in_(list(tokens)), deliveries.c.status == "running")
-        .values(
-            status="pending",
-            attempts=deliveries.c.attempts - 1,
-            lease_token=None,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+        .values(**values)
     )
     return int(result.rowcount)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from . import _json, _store, _stream_store
 from ._config import CronStepConfig, EventStepConfig, RetryPolicy
 from ._context import Event
+from ._db import database_outage
 from ._logging import get_logger
 from ._recorder import StepRun
 from ._store import Claimed, Failure
@@ -62,6 +63,11 @@ class Worker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._done: asyncio.Queue[_Done] = asyncio.Queue()
         self._stopping = False
+        # Deliveries whose attempt the database cut short (down, or full) and whose lease could
+        # not be given back yet: given back as soon as the database answers again.
+        self._returning: set[str] = set()
+        self._returns_waiting = asyncio.Event()
+        self._outage_streak = 0
         self._loops: list[asyncio.Task[None]] = []
         steps = runtime.registry.queued_steps
         self._free_steps = [
@@ -87,6 +93,7 @@ class Worker:
             asyncio.create_task(self._commit_loop(), name="stepwise-commit"),
             asyncio.create_task(self._renew_loop(), name="stepwise-leases"),
             asyncio.create_task(self._housekeeping_loop(), name="stepwise-housekeeping"),
+            asyncio.create_task(self._give_back_loop(), name="stepwise-give-back"),
         ]
         self._log.info("worker started", concurrency=self.concurrency, steps=len(self._all_steps))
 
@@ -118,7 +125,7 @@ class Worker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        leftover = list(self._held)
+        leftover = list(self._held) + list(self._returning)
         if leftover:
             with contextlib.suppress(Exception):
                 async with self.runtime.engine.begin() as conn:
@@ -236,6 +243,7 @@ class Worker:
         outcome, error = "ok", None
         retry = _retry_policy(step)
         committed: bool | None = None
+        outage = None
         try:
             if step is None or step.handler is None:
                 raise _Permanent(f"no step named {item.step!r} is loaded by this worker")
@@ -265,17 +273,25 @@ class Worker:
             item.max_attempts = item.attempt  # retrying cannot help: dead-letter now
         except Exception as exc:
             outcome, error = "error", _describe(exc)
+            outage = database_outage(exc)
         finally:
             unit.closed = True
             self._busy -= 1
             self._capacity.set()
         try:
-            if outcome == "ok":
+            if outage is not None:
+                # The database failed, not the handler: this attempt does not count.
+                await unit.rollback()
+                error = f"database {outage} (given back, the attempt does not count): {error}"
+                self._give_back(item)
+            elif outcome == "ok":
                 if unit.conn is not None:  # it holds its own transaction (increment/update)
                     committed = await unit.commit(ack_token=item.lease_token)
                 else:
                     committed = await self._submit(item, unit, None)
-                if not committed:
+                if committed:
+                    self._outage_streak = 0
+                else:
                     outcome, error = "lost", "lease lost before commit; another worker runs it"
             else:
                 await unit.rollback()
@@ -317,10 +333,18 @@ class Worker:
                         trace_id=item.trace_id,
                     )
         except Exception as exc:
-            self._log.error(
-                "could not record the delivery's outcome", error=str(exc), step=item.step
-            )
             outcome, error = "error", f"commit failed: {exc}"
+            if database_outage(exc) is not None:
+                # Nothing was recorded: run it again once the database is back, without
+                # waiting for the lease to expire, and without counting this attempt.
+                self._log.warning(
+                    "database unavailable: delivery given back", error=str(exc), step=item.step
+                )
+                self._give_back(item)
+            else:
+                self._log.error(
+                    "could not record the delivery's outcome", error=str(exc), step=item.step
+                )
         finally:
             self._held.pop(item.lease_token, None)
             self._tasks.pop(item.lease_token, None)
@@ -421,11 +445,42 @@ class Worker:
                 )
             done.result.set_result(done.claimed.id in recorded)
         except Exception as exc:
-            # Not even alone: leave the lease to expire and the delivery to run again.
-            self._log.error("commit failed", error=str(exc), delivery_id=done.claimed.id)
-            done.result.set_result(False)
+            # Not even alone: the handler's task decides (give it back, or let the lease expire).
+            done.result.set_exception(exc)
 
     # -- leases ---------------------------------------------------------------------------------
+
+    def _give_back(self, item: Claimed) -> None:
+        self._returning.add(item.lease_token)
+        self._returns_waiting.set()
+
+    async def _give_back_loop(self) -> None:
+        """Give back the deliveries the database cut short, as soon as it answers; each is due
+        again after a pause that grows while the outage lasts (a full disk is not fixed in a
+        second), so they are not claimed and cut short again in a tight loop."""
+        retry_in = 0.2
+        while True:
+            await self._returns_waiting.wait()
+            tokens = list(self._returning)
+            pause = min(0.5 * 2 ** min(self._outage_streak, 6), 30.0)
+            try:
+                async with self.runtime.engine.begin() as conn:
+                    count = await _store.release_leases(
+                        conn, tokens, available_at=self.runtime.clock.now() + pause
+                    )
+            except Exception as exc:
+                self._log.warning(
+                    "cannot give deliveries back yet", error=str(exc), retry_in=retry_in
+                )
+                await asyncio.sleep(retry_in)
+                retry_in = min(retry_in * 2, 5.0)
+                continue
+            retry_in = 0.2
+            self._outage_streak += 1  # back to 0 when a delivery commits again
+            self._returning.difference_update(tokens)
+            if not self._returning:
+                self._returns_waiting.clear()
+            self._log.info("gave back deliveries the database cut short", count=count, due_in=pause)
 
     async def _renew_loop(self) -> None:
         while True:

@@ -20,7 +20,8 @@ config = {
     "auth": "public",
     "responses": {200: Readiness, 503: Readiness},
     "flows": ["system"],
-    "description": "Readiness: 503 while the database is unreachable or migrations are pending.",
+    "description": "Readiness: 503 while the database is unreachable, its disk is full (SQLite) "
+    "or migrations are pending.",
 }
 
 
