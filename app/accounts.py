@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator
@@ -65,16 +65,6 @@ def users_table() -> Table:
             "no `users` table is defined: the users feature (steps/users/models.py) is missing"
         )
     return table
-
-
-def parse_user_id(value: Any) -> uuid.UUID | None:
-    """The UUID of a user id given as text, or None when it cannot be one."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 # -- principals, for the auth middleware ---------------------------------------------------------

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+import uuid
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
@@ -23,3 +24,14 @@ def _single_line(value: str) -> str:
 SingleLine = Annotated[str, AfterValidator(_single_line)]
 """Text on one line without control characters (names, titles): error type
 `string_control_characters`."""
+
+
+def parse_uuid(value: Any) -> uuid.UUID | None:
+    """The UUID of an id given as text (a path parameter, a token's `sub`), or None when it
+    cannot be one: callers answer 404, never 500, for an id that is not a UUID."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None

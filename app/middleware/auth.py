@@ -19,7 +19,8 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.accounts import NoUsersTableError, parse_user_id, principal_cache, read_principal
+from app.accounts import NoUsersTableError, principal_cache, read_principal
+from app.fields import parse_uuid
 from app.middleware.outage import DATABASE_UNAVAILABLE, outage_of, outage_response
 from app.runtime import get_logger
 from app.security import JwtCodec, Principal, TokenError
@@ -70,7 +71,7 @@ class AuthMiddleware:
 
     async def _principal(self, token: str) -> Principal:
         claims = self.codec.decode(token)
-        user_id = parse_user_id(claims["sub"])
+        user_id = parse_uuid(claims["sub"])
         if user_id is None:
             raise TokenError("invalid")
         principal = await self._load(user_id)

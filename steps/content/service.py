@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.fields import parse_uuid
 from app.runtime import NotFound
 from app.security import Principal
 from steps.content.models import ContentItem
@@ -26,15 +27,6 @@ def content_not_found() -> NotFound:
     return NotFound(message_key="error.content_not_found")
 
 
-def parse_content_id(value: Any) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 async def submit(session: AsyncSession, author: str, text: str, now: datetime) -> ContentItem:
     item = ContentItem(author=author, text=text, status="pending", created_at=now)
     session.add(item)
@@ -43,7 +35,7 @@ async def submit(session: AsyncSession, author: str, text: str, now: datetime) -
 
 
 async def find(session: AsyncSession, content_id: Any) -> ContentItem | None:
-    parsed = parse_content_id(content_id)
+    parsed = parse_uuid(content_id)
     return await session.get(ContentItem, parsed) if parsed is not None else None
 
 

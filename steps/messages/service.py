@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.fields import parse_uuid
 from app.runtime import NotFound, State
 from steps.messages.models import Message
 from steps.messages.schemas import MessageSent, Sentiment
@@ -227,16 +228,9 @@ async def list_messages(
     return list(rows), total
 
 
-def parse_message_id(value: Any) -> uuid.UUID | None:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 async def get_message(session: AsyncSession, message_id: Any) -> Message:
     """The message, or 404 (an id that is not a UUID cannot exist either)."""
-    parsed = parse_message_id(message_id)
+    parsed = parse_uuid(message_id)
     message = await session.get(Message, parsed) if parsed is not None else None
     if message is None:
         raise message_not_found()

@@ -19,7 +19,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import NoUsersTableError, parse_user_id, users_table
+from app.accounts import NoUsersTableError, users_table
+from app.fields import parse_uuid
 from app.runtime import AppError, NotFound
 from steps.orders import gateway
 from steps.orders.mailer import Email
@@ -54,7 +55,7 @@ async def email_of(session: AsyncSession, user: Any) -> str | None:
     email = _user_field(user, "email")
     if email:
         return str(email)
-    user_id = parse_user_id(_user_field(user, "id"))
+    user_id = parse_uuid(_user_field(user, "id"))
     if user_id is None:
         return None
     try:
@@ -121,7 +122,7 @@ async def create_order(
 async def get_order(session: AsyncSession, user: Any, order_id: Any) -> OrderOut:
     """The order with its items and history, for its owner or an admin; anyone else gets the
     same 404 as for an order that does not exist, so ids cannot be probed."""
-    parsed = parse_user_id(order_id)
+    parsed = parse_uuid(order_id)
     order = await session.get(Order, parsed) if parsed is not None else None
     if order is None or (order.user_id != user_id_of(user) and not is_admin(user)):
         raise order_not_found()

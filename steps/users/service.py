@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import forget_principal, parse_user_id
+from app.accounts import forget_principal
+from app.fields import parse_uuid
 from app.runtime import Conflict, Forbidden, NotFound
 from app.security import Principal
 from steps.users.models import User
@@ -58,7 +59,7 @@ async def list_users(session: AsyncSession, limit: int, offset: int) -> tuple[li
 
 async def get_user(session: AsyncSession, user_id: Any) -> User:
     """The user, or 404 (an id that is not a UUID cannot exist either)."""
-    parsed = parse_user_id(user_id)
+    parsed = parse_uuid(user_id)
     user = await session.get(User, parsed) if parsed is not None else None
     if user is None:
         raise user_not_found()
@@ -70,7 +71,7 @@ def check_may_change(actor: Principal, user_id: Any) -> None:
     else's id gets 403 before any lookup, so ids cannot be probed."""
     if actor.is_admin:
         return
-    if parse_user_id(user_id) != parse_user_id(actor.id):
+    if parse_uuid(user_id) != parse_uuid(actor.id):
         raise Forbidden(message_key="error.not_your_account")
 
 
