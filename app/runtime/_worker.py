@@ -302,35 +302,23 @@ class Worker:
                         item.attempt, random.random()
                     )
                 failure = Failure(item.lease_token, item.id, item.attempt, error or "", retry_at)
+                log = self._log.bind(
+                    step=item.step, delivery_id=item.id, error=error, trace_id=item.trace_id
+                )
                 if not await self._submit(item, None, failure):
                     outcome = "lost"
-                    self._log.warning(
+                    log.warning(
                         "delivery failed, but its lease was lost: another worker runs it",
-                        step=item.step,
-                        delivery_id=item.id,
                         attempt=item.attempt,
-                        error=error,
-                        trace_id=item.trace_id,
                     )
                 elif dead:
                     outcome = "dead"
-                    self._log.error(
-                        "delivery dead-lettered",
-                        step=item.step,
-                        delivery_id=item.id,
-                        attempts=item.attempt,
-                        error=error,
-                        trace_id=item.trace_id,
-                    )
+                    log.error("delivery dead-lettered", attempts=item.attempt)
                 else:
-                    self._log.warning(
+                    log.warning(
                         "delivery failed; will retry",
-                        step=item.step,
-                        delivery_id=item.id,
                         attempt=item.attempt,
                         retry_in=round((retry_at or 0) - self.runtime.clock.now(), 3),
-                        error=error,
-                        trace_id=item.trace_id,
                     )
         except Exception as exc:
             outcome, error = "error", f"commit failed: {exc}"
