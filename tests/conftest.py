@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -216,11 +216,15 @@ async def running_app(
     *,
     role: str = "dev",
     clock: Clock | None = None,
+    middleware: Sequence[type] = (),
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, and an HTTP client on it (no network)."""
+    """The app with its lifespan running, and an HTTP client on it (no network); `middleware`
+    is added outermost (e.g. tests/runtime/conftest.py's HeaderUser)."""
     from app.main import create_app
 
     app = create_app(settings, role=role, clock=clock)  # type: ignore[arg-type]
+    for cls in middleware:
+        app.add_middleware(cls)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

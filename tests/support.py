@@ -10,9 +10,19 @@ import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def runtime_of(client: httpx.AsyncClient) -> Runtime:
+    """The runtime of an app served by `running_app` (or any client with `client.app`)."""
+    return client.app.state.runtime  # type: ignore[attr-defined, no-any-return]
 
 
 def write_steps(base: Path, files: dict[str, str]) -> Path:

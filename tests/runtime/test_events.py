@@ -10,7 +10,7 @@ import httpx
 
 from app.runtime import ManualClock, Runtime
 from tests.runtime.conftest import step_app
-from tests.support import eventually
+from tests.support import eventually, runtime_of
 
 FLAKY = {
     "start_step.py": """
@@ -203,10 +203,6 @@ async def _pending_after(client: httpx.AsyncClient, attempts: int) -> bool:
         "pending",
         attempts,
     )
-
-
-def runtime_of(client: httpx.AsyncClient) -> Runtime:
-    return client.app.state.runtime  # type: ignore[attr-defined, no-any-return]
 
 
 async def _async(value: Any) -> Any:

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from app.runtime import Runtime, add_log_sink, remove_log_sink
+from app.runtime import add_log_sink, remove_log_sink
 from app.runtime._recorder import StepRun
 from app.runtime._schema import deliveries
 from app.runtime._unit import Unit
 from tests.node_support import needs_node
 from tests.runtime.conftest import step_app
-from tests.support import eventually
+from tests.support import eventually, runtime_of
 
 pytestmark = needs_node
 
@@ -98,10 +98,6 @@ GREETING = {
         };
     """,
 }
-
-
-def runtime_of(client: httpx.AsyncClient) -> Runtime:
-    return client.app.state.runtime  # type: ignore[attr-defined,no-any-return]
 
 
 async def state_of(client: httpx.AsyncClient, group: str) -> dict[str, Any]:

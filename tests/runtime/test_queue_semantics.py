@@ -14,7 +14,7 @@ import pytest
 from app.runtime import ManualClock, Runtime
 from tests.runtime.conftest import step_app
 from tests.runtime.test_workers import producer, start_worker, state, unfinished, workers
-from tests.support import eventually, run_cli, write_steps
+from tests.support import eventually, run_cli, runtime_of, write_steps
 
 STEPS = {
     "limited_step.py": """
@@ -66,10 +66,6 @@ STEPS = {
 def module(client: httpx.AsyncClient, step: str) -> Any:
     runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
     return sys.modules[runtime.registry.get(step).module]
-
-
-def runtime_of(client: httpx.AsyncClient) -> Runtime:
-    return client.app.state.runtime  # type: ignore[attr-defined, no-any-return]
 
 
 async def test_per_step_concurrency_is_enforced(tmp_path: Path, any_db_url: str) -> None:

@@ -9,17 +9,12 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from app.runtime import Runtime
 from app.runtime._schema import stream_items
-from tests.support import eventually
+from tests.support import eventually, runtime_of
 from tests.workbench.demo import demo_client
 
 WRITE = {"X-Stepwise-Workbench": "1"}
 ADMIN = {"X-Test-User": "u1:admin"}
-
-
-def runtime_of(client: httpx.AsyncClient) -> Runtime:
-    return client.app.state.runtime  # type: ignore[attr-defined,no-any-return]
 
 
 async def post_message(client: httpx.AsyncClient, text: str, trace_id: str) -> None:

@@ -12,12 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.runtime import Runtime
 from app.runtime._schema import deliveries, events
 from app.runtime._unit import Unit
 from tests.accounts import admin_settings, assert_envelope, sign_in_admin, sign_up
 from tests.conftest import running_app
-from tests.support import eventually
+from tests.support import eventually, runtime_of
 
 CLEAN = "Thanks for the lovely article, it helped me a lot!"
 PROFANE = "This shit finally works, thank you!"
@@ -29,11 +28,6 @@ MILDLY_NEGATIVE = "This is a bit disappointing."  # VADER compound -0.49
 async def content_app(db_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with running_app(admin_settings(db_url, **overrides)) as client:
         yield client
-
-
-def runtime_of(client: httpx.AsyncClient) -> Runtime:
-    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    return runtime
 
 
 async def submit(client: httpx.AsyncClient, headers: dict[str, str], text: str) -> str:

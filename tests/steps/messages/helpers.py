@@ -14,7 +14,7 @@ from app.runtime._db import create_engine
 from app.runtime._schema import deliveries
 from app.runtime._unit import Unit
 from app.runtime.testing import StepTester
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, running_app
 from tests.runtime.conftest import HeaderUser
 
 USER = {"X-Test-User": "user-7:user"}
@@ -28,21 +28,10 @@ async def sample_app(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real steps with the worker and scheduler in-process; with `test_users`, the header
     `X-Test-User: id:role` signs a user in (else only real tokens do)."""
-    from app.main import create_app
-
-    app = create_app(make_settings(db_url, **overrides), clock=clock)
-    if test_users:
-        app.add_middleware(HeaderUser)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-def runtime_of(client: httpx.AsyncClient) -> Runtime:
-    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    return runtime
+    settings = make_settings(db_url, **overrides)
+    middleware = [HeaderUser] if test_users else []
+    async with running_app(settings, clock=clock, middleware=middleware) as client:
+        yield client
 
 
 async def state(runtime: Runtime, group: str, key: str | None = None) -> Any:

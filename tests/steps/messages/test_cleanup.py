@@ -13,8 +13,8 @@ from sqlalchemy import select
 from app.runtime import ManualClock, add_log_sink, remove_log_sink
 from app.runtime.testing import StepTester
 from steps.messages.models import Message
-from tests.steps.messages.helpers import USER, runtime_of, sample_app, state, step_testers
-from tests.support import eventually
+from tests.steps.messages.helpers import USER, sample_app, state, step_testers
+from tests.support import eventually, runtime_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = 86_400.0

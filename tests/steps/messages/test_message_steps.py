@@ -18,13 +18,12 @@ from steps.messages.service import sentiment_of
 from tests.steps.messages.helpers import (
     NEGATIVE,
     POSITIVE,
-    runtime_of,
     sample_app,
     settled,
     state,
     step_testers,
 )
-from tests.support import eventually
+from tests.support import eventually, runtime_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

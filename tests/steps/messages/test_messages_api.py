@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from tests.accounts import assert_envelope, sign_up
-from tests.steps.messages.helpers import NEGATIVE, POSITIVE, USER, runtime_of, sample_app, state
-from tests.support import eventually
+from tests.steps.messages.helpers import NEGATIVE, POSITIVE, USER, sample_app, state
+from tests.support import eventually, runtime_of
 
 
 async def analysed(client: httpx.AsyncClient, message_id: str, headers: dict[str, str]) -> Any:

@@ -11,7 +11,7 @@ import httpx
 from app.runtime import Runtime
 from app.runtime._unit import Unit
 from steps.polyglot.service import analyze
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_app
 from tests.node_support import needs_node
 from tests.runtime.conftest import HeaderUser
 from tests.support import eventually
@@ -22,15 +22,8 @@ USER = {"X-Test-User": "user-7:user"}
 @asynccontextmanager
 async def sample_app(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The real steps folder; `X-Test-User` stands in for a signed-in user."""
-    from app.main import create_app
-
-    app = create_app(make_settings(db_url))
-    app.add_middleware(HeaderUser)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with running_app(make_settings(db_url), middleware=[HeaderUser]) as client:
+        yield client
 
 
 @needs_node
