@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port, wait_up  # noqa: E402
 
 BARE_APP = """
 from fastapi import FastAPI
@@ -32,12 +33,6 @@ async def health():
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", *args, "--log-level", "warning", "--no-access-log"],
@@ -46,18 +41,6 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-async def wait_up(url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(200):
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"server at {url} never answered")
 
 
 async def drive(port: int, path: str, seconds: float, connections: int) -> tuple[float, int]:
@@ -96,7 +79,7 @@ async def measure(
     port = free_port()
     proc = start([*args, "--port", str(port)], env)
     try:
-        await wait_up(f"http://127.0.0.1:{port}/health")
+        await wait_up(f"http://127.0.0.1:{port}/health", timeout=10, below=300)
         await drive(port, "/health", 1.0, connections)  # warm up
         rps, errors = await drive(port, "/health", seconds, connections)
     finally:

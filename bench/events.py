@@ -36,7 +36,7 @@ from app.db import migrate  # noqa: E402
 from app.runtime import Runtime, RuntimeSettings, discover  # noqa: E402
 from app.runtime._db import create_engine  # noqa: E402
 from app.runtime._schema import deliveries  # noqa: E402
-from bench.report import line as figure_line  # noqa: E402
+from bench.common import line as figure_line  # noqa: E402
 
 STEPS = ROOT / "bench" / "bench_steps"
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -30,7 +30,6 @@ import ctypes
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.runtime._db import sync_url  # noqa: E402
+from bench.common import free_port, wait_up  # noqa: E402
 
 MIX = (
     ("POST /messages", 3),
@@ -95,12 +95,6 @@ async def send(body: SendMessageIn):
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _die_with_parent() -> None:
     """In the child: SIGKILL it if this process dies without cleaning up (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -135,17 +129,6 @@ def processes(commands: list[list[str]], env: dict[str, str], logs: Path) -> Ite
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-async def wait_up(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=5) as client:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code < 500:
-                    return
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"{url} never answered")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -284,7 +267,7 @@ async def bare_baseline(folder: Path, seconds: float, clients: int) -> float:
     ]  # fmt: skip
     env = {"BARE_DB": str(folder / "bare.db"), "PYTHONPATH": str(folder)}
     with processes([command], env, folder):
-        await wait_up(f"http://127.0.0.1:{port}/docs")
+        await wait_up(f"http://127.0.0.1:{port}/docs", timeout=120)
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}",
             timeout=30,
@@ -365,7 +348,7 @@ async def main() -> None:
         worker = [sys.executable, "-m", "app", "worker"]
         with processes([api, worker], env, folder):
             base = f"http://127.0.0.1:{port}"
-            await wait_up(f"{base}/ready")
+            await wait_up(f"{base}/ready", timeout=120)
             token = await sign_up(base)
             driver = Driver(base, token, max([*levels, opts.baseline_clients]))
             try:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +34,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import psycopg
 from sqlalchemy import func, select
 
@@ -49,6 +46,7 @@ from app.runtime._db import create_engine  # noqa: E402
 from app.runtime._schema import deliveries  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.workbench import Workbench  # noqa: E402
+from bench.common import free_port, wait_up  # noqa: E402
 
 STEPS = ROOT / "bench" / "observability_steps"
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -79,22 +77,6 @@ async def database(backend: str) -> AsyncIterator[str]:
 
 
 # -- the API ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_up(url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(400):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code < 500:
-                    return
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"server at {url} never answered")
 
 
 async def drive(port: int, path: str, seconds: float, connections: int) -> tuple[float, int]:
@@ -185,7 +167,7 @@ async def api_round(
         stderr=subprocess.DEVNULL,
     )
     try:
-        await wait_up(f"http://127.0.0.1:{port}/workbench/api/flows")
+        await wait_up(f"http://127.0.0.1:{port}/workbench/api/flows", timeout=20)
         await drive(port, path, 1.0, connections)  # warm up
         cpu0 = cpu_seconds(proc.pid)
         rps, errors = await drive(port, path, seconds, connections)
