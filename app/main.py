@@ -25,6 +25,7 @@ from app.middleware.cors import install_cors
 from app.middleware.errors import ErrorEnvelope, UnhandledErrorMiddleware, install_error_handlers
 from app.middleware.i18n import LocaleMiddleware
 from app.middleware.ratelimit import install_login_limit, install_rate_limits
+from app.routing import install_route_index
 from app.runtime import Clock, Runtime, RuntimeSettings, configure_logging, discover, get_logger
 from app.runtime._tracing import TraceMiddleware
 from app.security import JwtCodec, passwords
@@ -197,6 +198,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    install_route_index(app)
     return app
 
 
