@@ -80,12 +80,28 @@ class PgDatabase:
     def reset(self) -> None:
         from tests.support import reseed_postgres
 
+        for attempt in range(1, 4):
+            try:
+                self._empty()
+                break
+            except psycopg.errors.LockNotAvailable:
+                # Something reconnected between the terminate and the TRUNCATE and holds a
+                # lock: say who (a leak of an earlier test), terminate again, try again.
+                holders = self._lock_holders()
+                if attempt == 3:
+                    raise AssertionError(f"cannot empty the test database: {holders}") from None
+                print(f"reset: TRUNCATE waited on {holders}; retrying")
+        reseed_postgres(self.url)
+
+    def _empty(self) -> None:
         with psycopg.connect(_admin_url(self.url), autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = %s AND pid <> pg_backend_pid()",
                 (self.name,),
             )
+            # Never wait forever on a lock (a hung reset would hold the whole run).
+            conn.execute("SET lock_timeout = '15s'")
             if self.tables:
                 conn.execute(
                     "TRUNCATE "
@@ -96,7 +112,14 @@ class PgDatabase:
             conn.execute("DELETE FROM alembic_version")
             for version in self.versions:
                 conn.execute("INSERT INTO alembic_version (version_num) VALUES (%s)", (version,))
-        reseed_postgres(self.url)
+
+    def _lock_holders(self) -> list[tuple[object, ...]]:
+        with psycopg.connect(_admin_url(self.url), autocommit=True) as conn:
+            return conn.execute(
+                "SELECT pid, application_name, state, left(query, 120) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.name,),
+            ).fetchall()
 
     def drop(self) -> None:
         with psycopg.connect(self.admin, autocommit=True) as conn:
