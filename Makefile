@@ -67,6 +67,7 @@ bench: setup
 	$(UV) sync --frozen --group bench --python python3
 	$(PY) bench/events.py --peers
 	$(PY) bench/api_overhead.py
+	$(PY) bench/idle.py
 	$(PY) bench/load.py
 
 # Known vulnerabilities in every locked dependency (all groups and extras: uv.lock exported with

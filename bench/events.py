@@ -120,9 +120,14 @@ async def throughput(runtime: Runtime, events: int) -> float:
     return events / (time.perf_counter() - start)
 
 
+# The latency run emits a batch every TICK seconds (--tick): 10 ms batches make bursts that
+# queue behind each other; smaller ticks are closer to a steady stream of requests.
+TICK = 0.01
+
+
 async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float, float, int]:
     await reset(runtime)
-    tick = 0.01
+    tick = TICK
     per_tick = max(1, round(rate * tick))
     sent = 0
     start = time.perf_counter()
@@ -183,7 +188,11 @@ async def main() -> None:
     parser.add_argument(
         "--peers", action="store_true", help="also run Celery+Redis and procrastinate"
     )
+    parser.add_argument(
+        "--tick", type=float, default=TICK, help="seconds between batches in the latency run"
+    )
     opts = parser.parse_args()
+    globals()["TICK"] = opts.tick
     counts = [int(c) for c in opts.workers.split(",")]
     if opts.peers:
         from bench import peers

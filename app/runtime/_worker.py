@@ -227,7 +227,8 @@ class Worker:
             self._poll = min(self._poll * 2, self.runtime.poll_seconds)
             timeout = self._poll if due is None else min(self._poll, due - now + 0.001)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
                 return
             except TimeoutError:
                 if due is not None and due <= self.runtime.clock.now():
@@ -256,7 +257,10 @@ class Worker:
                 )
             event = self._event_for(step, item)
             ctx = self.runtime.context(step, unit, trace_id=item.trace_id, attempt=item.attempt)
-            await asyncio.wait_for(step.handler.invoke(event, ctx), retry.timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the handler in a task
+            # of its own, one more trip through the loop before the handler starts.
+            async with asyncio.timeout(retry.timeout):
+                await step.handler.invoke(event, ctx)
         except asyncio.CancelledError:
             await unit.rollback()
             self._tasks.pop(item.lease_token, None)
