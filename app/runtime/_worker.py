@@ -183,6 +183,20 @@ class Worker:
         prefix = f"{self.owner}:{next(self._claims)}:"
         lease = self.settings.lease_seconds
         out: list[Claimed] = []
+        if not self._limited_steps and not self.runtime.is_sqlite:
+            # One statement, atomic by itself: on Postgres it runs in autocommit, one round trip
+            # instead of three (BEGIN, the claim, COMMIT) between a wake-up and the handlers.
+            # (SQLite keeps BEGIN IMMEDIATE: a write that starts as a read may fail at once.)
+            async with self.runtime.read_connection() as conn:
+                return await _store.claim(
+                    conn,
+                    steps=self._free_steps,
+                    limit=limit,
+                    now=now,
+                    owner=self.owner,
+                    token_prefix=prefix,
+                    lease_seconds=lease,
+                )
         async with self.runtime.engine.begin() as conn:
             if self._free_steps:
                 out = await _store.claim(

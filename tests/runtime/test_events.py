@@ -179,7 +179,8 @@ async def test_each_subscriber_gets_its_own_delivery_and_retries(
     async with step_app(tmp_path, any_db_url, FLAKY) as client:
         await client.post("/start/fanout")
         await eventually(lambda: _async(calls(client, "FanB") == [1, 2]))
-        final = await eventually(lambda: _has(state_of(client, "fan"), "b"))
+        # Each delivery's state commits just after its handler returns: wait for both.
+        final = await eventually(lambda: _has(state_of(client, "fan"), "a", "b"))
     assert calls(client, "FanA") == [1]
     assert final == {"a": 1, "b": 1}
 
@@ -213,9 +214,9 @@ async def _async_not(fn: Any) -> bool:
     return not await fn()
 
 
-async def _has(awaitable: Any, key: str) -> Any:
+async def _has(awaitable: Any, *keys: str) -> Any:
     value = await awaitable
-    return value if key in value else None
+    return value if all(key in value for key in keys) else None
 
 
 async def _settle(client: httpx.AsyncClient) -> None:
