@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import random
@@ -180,34 +181,23 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = self.runtime.clock.now()
-        prefix = f"{self.owner}:{next(self._claims)}:"
-        lease = self.settings.lease_seconds
-        out: list[Claimed] = []
+        claim = functools.partial(
+            _store.claim,
+            now=now,
+            owner=self.owner,
+            token_prefix=f"{self.owner}:{next(self._claims)}:",
+            lease_seconds=self.settings.lease_seconds,
+        )
         if not self._limited_steps and not self.runtime.is_sqlite:
             # One statement, atomic by itself: on Postgres it runs in autocommit, one round trip
             # instead of three (BEGIN, the claim, COMMIT) between a wake-up and the handlers.
             # (SQLite keeps BEGIN IMMEDIATE: a write that starts as a read may fail at once.)
             async with self.runtime.read_connection() as conn:
-                return await _store.claim(
-                    conn,
-                    steps=self._free_steps,
-                    limit=limit,
-                    now=now,
-                    owner=self.owner,
-                    token_prefix=prefix,
-                    lease_seconds=lease,
-                )
+                return await claim(conn, steps=self._free_steps, limit=limit)
+        out: list[Claimed] = []
         async with self.runtime.engine.begin() as conn:
             if self._free_steps:
-                out = await _store.claim(
-                    conn,
-                    steps=self._free_steps,
-                    limit=limit,
-                    now=now,
-                    owner=self.owner,
-                    token_prefix=prefix,
-                    lease_seconds=lease,
-                )
+                out = await claim(conn, steps=self._free_steps, limit=limit)
             for step, cap in self._limited_steps:
                 room = min(limit - len(out), cap)
                 if room <= 0:
@@ -215,15 +205,7 @@ class Worker:
                 await _store.lock_step_claims(conn, step)
                 room = min(room, cap - await _store.running_count(conn, step, now))
                 if room > 0:
-                    out += await _store.claim(
-                        conn,
-                        steps=[step],
-                        limit=room,
-                        now=now,
-                        owner=self.owner,
-                        token_prefix=prefix,
-                        lease_seconds=lease,
-                    )
+                    out += await claim(conn, steps=[step], limit=room)
         return out
 
     async def _idle(self) -> None:
