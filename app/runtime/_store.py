@@ -118,10 +118,69 @@ class NewEvent:
     subscribers: list[tuple[str, int]] = field(default_factory=list)
 
 
-async def insert_events(conn: AsyncConnection, new: Sequence[NewEvent], now: float) -> int:
-    """Write events and one delivery per subscriber. Returns the number of deliveries."""
+# On Postgres an emit's events and deliveries go in as ONE statement (arrays unnested, in
+# order, so delivery ids follow the emits), with the workers' NOTIFY folded in: one round trip
+# instead of three, or five for an emit outside a step (BEGIN, two INSERTs, NOTIFY, COMMIT).
+_PG_INSERT_EVENTS = text(
+    """
+    WITH new_events AS (
+        INSERT INTO stepwise_events (id, topic, data, trace_id, emitted_by, created_at)
+        SELECT e.id, e.topic, e.data, e.trace_id, e.emitted_by, :now
+        FROM unnest(CAST(:e_id AS text[]), CAST(:e_topic AS text[]), CAST(:e_data AS text[]),
+                    CAST(:e_trace AS text[]), CAST(:e_by AS text[]))
+             AS e(id, topic, data, trace_id, emitted_by)
+    ), new_deliveries AS (
+        INSERT INTO stepwise_deliveries (event_id, step, topic, data, status, attempts,
+                                         max_attempts, available_at, message_group_id,
+                                         trace_id, errors, created_at)
+        SELECT d.event_id, d.step, d.topic, d.data, 'pending', 0, d.max_attempts,
+               d.available_at, d.message_group_id, d.trace_id, '[]', :now
+        FROM unnest(CAST(:d_event AS text[]), CAST(:d_step AS text[]), CAST(:d_topic AS text[]),
+                    CAST(:d_data AS text[]), CAST(:d_max AS integer[]),
+                    CAST(:d_available AS double precision[]), CAST(:d_group AS text[]),
+                    CAST(:d_trace AS text[]))
+             WITH ORDINALITY
+             AS d(event_id, step, topic, data, max_attempts, available_at, message_group_id,
+                  trace_id, n)
+        ORDER BY d.n
+        RETURNING 1
+    )
+    SELECT count(*) AS deliveries,
+           CASE WHEN :notify AND count(*) > 0 THEN pg_notify('stepwise_work', '') END AS woke
+    FROM new_deliveries
+    """
+)
+
+
+async def insert_events(
+    conn: AsyncConnection, new: Sequence[NewEvent], now: float, *, notify: bool = False
+) -> int:
+    """Write events and one delivery per subscriber. Returns the number of deliveries.
+
+    `notify`: wake the workers of every instance when this commits (Postgres NOTIFY), if any
+    delivery was written."""
     if not new:
         return 0
+    if conn.dialect.name == "postgresql":
+        subscriptions = [(e, step, most) for e in new for step, most in e.subscribers]
+        params = {
+            "now": now,
+            "notify": notify,
+            "e_id": [e.id for e in new],
+            "e_topic": [e.topic for e in new],
+            "e_data": [e.data for e in new],
+            "e_trace": [e.trace_id for e in new],
+            "e_by": [e.emitted_by for e in new],
+            "d_event": [e.id for e, _, _ in subscriptions],
+            "d_step": [step for _, step, _ in subscriptions],
+            "d_topic": [e.topic for e, _, _ in subscriptions],
+            "d_data": [e.data for e, _, _ in subscriptions],
+            "d_max": [most for _, _, most in subscriptions],
+            "d_available": [now + e.delay for e, _, _ in subscriptions],
+            "d_group": [e.message_group_id for e, _, _ in subscriptions],
+            "d_trace": [e.trace_id for e, _, _ in subscriptions],
+        }
+        return int((await conn.execute(_PG_INSERT_EVENTS, params)).scalar_one())
     await conn.execute(
         insert(events),
         [

@@ -229,9 +229,7 @@ class Unit:
             if self._session is not None:
                 await self._session.flush()
             await self._flush(conn)
-            await _store.insert_events(conn, self.emits, now)
-            if self.emits:
-                await notify_new_work(conn)
+            await _store.insert_events(conn, self.emits, now, notify=True)
             changes = await _stream_store.apply_stream_ops(
                 conn, self.stream_ops, now, self.tombstone_seconds
             )

@@ -23,7 +23,7 @@ from ._db import database_outage
 from ._logging import get_logger
 from ._recorder import StepRun
 from ._store import Claimed, Failure
-from ._unit import Unit, notify_new_work
+from ._unit import Unit
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -398,10 +398,8 @@ class Worker:
             emits = [e for d in kept for e in d.unit.emits]  # type: ignore[union-attr]
             stream_ops = [op for d in kept for op in d.unit.stream_ops]  # type: ignore[union-attr]
             await _store.apply_state_ops(conn, ops, now)
-            await _store.insert_events(conn, emits, now)
+            await _store.insert_events(conn, emits, now, notify=True)
             failed_ids = await _store.record_failures(conn, failures, now)
-            if emits:
-                await notify_new_work(conn)
             # Stream writes commit with the deliveries' acks; subscribers hear of them after.
             hub = self.runtime.stream_hub
             changes = await _stream_store.apply_stream_ops(
