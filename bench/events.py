@@ -70,6 +70,7 @@ def start_workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
         "STEPS_DIR": str(STEPS),
         "LOG_LEVEL": "WARNING",
         "RECORD_RUNS": "true",
+        "SQLITE_SYNCHRONOUS": SQLITE_SYNCHRONOUS,
     }
     return [
         subprocess.Popen(
@@ -123,6 +124,9 @@ async def throughput(runtime: Runtime, events: int) -> float:
 # The latency run emits a batch every TICK seconds (--tick): 10 ms batches make bursts that
 # queue behind each other; smaller ticks are closer to a steady stream of requests.
 TICK = 0.01
+# SQLite's `synchronous`: FULL (a disk sync a commit, the strict setting) unless --sqlite-synchronous
+# NORMAL (the project's default: WAL, safe from a process crash, not from a power cut).
+SQLITE_SYNCHRONOUS = "FULL"
 
 
 async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float, float, int]:
@@ -153,7 +157,7 @@ async def run_backend(
 ) -> list[str]:
     lines = []
     async with database(backend) as url:
-        engine = create_engine(url, sqlite_synchronous="FULL")
+        engine = create_engine(url, sqlite_synchronous=SQLITE_SYNCHRONOUS)
         producer = Runtime(discover(STEPS), engine)
         if backend == "sqlite":
             # embedded: the worker runs in the emitting process and is woken directly
@@ -191,8 +195,10 @@ async def main() -> None:
     parser.add_argument(
         "--tick", type=float, default=TICK, help="seconds between batches in the latency run"
     )
+    parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default="FULL")
     opts = parser.parse_args()
     globals()["TICK"] = opts.tick
+    globals()["SQLITE_SYNCHRONOUS"] = opts.sqlite_synchronous
     counts = [int(c) for c in opts.workers.split(",")]
     if opts.peers:
         from bench import peers
