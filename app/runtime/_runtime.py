@@ -354,12 +354,10 @@ class Runtime:
                     message_group_id=emit.get("message_group_id"),
                 )
             )
-        if self.is_sqlite:
-            async with self.engine.begin() as conn:
-                await _store.insert_events(conn, batch, self.clock.now())
-        else:  # one statement (events, deliveries, NOTIFY): atomic on its own, in autocommit
-            async with self.read_connection() as conn:
-                await _store.insert_events(conn, batch, self.clock.now(), notify=True)
+        # In a transaction, not autocommit, though it is one statement on Postgres: if the
+        # connection is cut, nothing was written unless our COMMIT arrived.
+        async with self.engine.begin() as conn:
+            await _store.insert_events(conn, batch, self.clock.now(), notify=True)
         self.notify_local()
         return [e.id for e in batch]
 

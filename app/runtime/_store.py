@@ -120,7 +120,7 @@ class NewEvent:
 
 # On Postgres an emit's events and deliveries go in as ONE statement (arrays unnested, in
 # order, so delivery ids follow the emits), with the workers' NOTIFY folded in: one round trip
-# instead of three, or five for an emit outside a step (BEGIN, two INSERTs, NOTIFY, COMMIT).
+# instead of three (two INSERTs and a NOTIFY), still inside the caller's transaction.
 _PG_INSERT_EVENTS = text(
     """
     WITH new_events AS (

@@ -273,8 +273,7 @@ class Unit:
 
 
 class _ReadConnection:
-    """A pooled connection for a single statement outside any transaction (autocommit): a read,
-    or a write that is one atomic statement (the worker's claim on Postgres)."""
+    """A pooled connection for a single read outside any transaction."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -188,12 +188,10 @@ class Worker:
             token_prefix=f"{self.owner}:{next(self._claims)}:",
             lease_seconds=self.settings.lease_seconds,
         )
-        if not self._limited_steps and not self.runtime.is_sqlite:
-            # One statement, atomic by itself: on Postgres it runs in autocommit, one round trip
-            # instead of three (BEGIN, the claim, COMMIT) between a wake-up and the handlers.
-            # (SQLite keeps BEGIN IMMEDIATE: a write that starts as a read may fail at once.)
-            async with self.runtime.read_connection() as conn:
-                return await claim(conn, steps=self._free_steps, limit=limit)
+        # In a transaction, even though the claim is one statement: in autocommit, a connection
+        # cut (or a proxy dropping the answer) after the server ran it would leave deliveries
+        # leased to a worker that never heard of them until their lease expired. Here the
+        # server rolls back unless our COMMIT arrives.
         out: list[Claimed] = []
         async with self.runtime.engine.begin() as conn:
             if self._free_steps:
