@@ -43,7 +43,7 @@ class RouteIndex:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             routes = self.router.routes
-            if self._built_for != (len(routes), id(routes[-1]) if routes else 0):
+            if self._built_for != _fingerprint(routes):
                 self._build(routes)
             route = self.table.get((scope["path"], scope["method"]))
             if route is not None and "fastapi.telemetry" not in scope:
@@ -68,7 +68,12 @@ class RouteIndex:
                     if key not in table and _first_full_match(routes[: position + 1], key) is route:
                         table[key] = route
         self.table = table
-        self._built_for = (len(routes), id(routes[-1]) if routes else 0)
+        self._built_for = _fingerprint(routes)
+
+
+def _fingerprint(routes: list[Any]) -> tuple[int, int]:
+    """Changes when routes are added (the only way an app's routes change after start-up)."""
+    return len(routes), id(routes[-1]) if routes else 0
 
 
 def _first_full_match(routes: list[Any], key: tuple[str, str]) -> Any:

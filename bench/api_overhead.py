@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, wait_up  # noqa: E402
+from bench.common import free_port, stop, wait_up  # noqa: E402
 
 BARE_APP = """
 from fastapi import FastAPI
@@ -83,8 +83,7 @@ async def measure(
         await drive(port, "/health", 1.0, connections)  # warm up
         rps, errors = await drive(port, "/health", seconds, connections)
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop([proc], timeout=20)
     print(f"{name:<28} {rps:>9,.0f} req/s   errors: {errors}")
     return rps
 

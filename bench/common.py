@@ -1,11 +1,14 @@
-"""What the benchmarks share: a free loopback port, waiting for a server, one figure format."""
+"""What the benchmarks share: a free loopback port, waiting for a server, stopping processes,
+one figure format."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import subprocess
 import time
+from collections.abc import Iterable
 
 import httpx
 
@@ -27,6 +30,21 @@ async def wait_up(url: str, *, timeout: float, below: int = 500) -> None:
                     return
             await asyncio.sleep(0.05)
     raise SystemExit(f"server at {url} never answered")
+
+
+def stop(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM every process still running, then wait for each; kill one that outlives
+    `timeout` seconds."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def line(backend: str, how: str, rate: float, p50: float, p99: float, n: int) -> str:

@@ -37,6 +37,7 @@ from app.runtime import Runtime, RuntimeSettings, discover  # noqa: E402
 from app.runtime._db import create_engine  # noqa: E402
 from app.runtime._schema import deliveries  # noqa: E402
 from bench.common import line as figure_line  # noqa: E402
+from bench.common import stop  # noqa: E402
 
 STEPS = ROOT / "bench" / "bench_steps"
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -174,10 +175,7 @@ async def run_backend(
                 rate = await throughput(producer, events)
                 p50, p99, n = await latency(producer, rate / 2, seconds)
             finally:
-                for proc in procs:
-                    proc.terminate()
-                for proc in procs:
-                    proc.wait(timeout=30)
+                stop(procs)
             lines.append(figure_line(backend, f"{count} worker process(es)", rate, p50, p99, n))
         await engine.dispose()
     return lines

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, stop  # noqa: E402
+
 WARM_UP = 5.0
 TARGET = 2.0
 
@@ -72,7 +74,7 @@ async def measure(url: str, command: list[str], seconds: float) -> float:
             **os.environ,
             "DATABASE_URL": url,
             "LOG_LEVEL": "WARNING",
-            "PORT": str(_free_port()),
+            "PORT": str(free_port()),
             "PYTHONPATH": str(ROOT),
         }
         proc = subprocess.Popen(
@@ -90,19 +92,8 @@ async def measure(url: str, command: list[str], seconds: float) -> float:
             await asyncio.sleep(seconds)
             t1, c1 = reading(out)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop([proc])
     return (c1 - c0) / (t1 - t0)
-
-
-def _free_port() -> int:
-    from bench.common import free_port
-
-    return free_port()
 
 
 async def main() -> None:

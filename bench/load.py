@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.runtime._db import sync_url  # noqa: E402
-from bench.common import free_port, wait_up  # noqa: E402
+from bench.common import free_port, stop, wait_up  # noqa: E402
 
 MIX = (
     ("POST /messages", 3),
@@ -120,15 +120,7 @@ def processes(commands: list[list[str]], env: dict[str, str], logs: Path) -> Ite
                 )
         yield
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(procs)
 
 
 def percentile(values: list[float], fraction: float) -> float:

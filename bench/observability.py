@@ -46,7 +46,7 @@ from app.runtime._db import create_engine  # noqa: E402
 from app.runtime._schema import deliveries  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.workbench import Workbench  # noqa: E402
-from bench.common import free_port, wait_up  # noqa: E402
+from bench.common import free_port, stop, wait_up  # noqa: E402
 
 STEPS = ROOT / "bench" / "observability_steps"
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -173,8 +173,7 @@ async def api_round(
         rps, errors = await drive(port, path, seconds, connections)
         cpu = (cpu_seconds(proc.pid) - cpu0) / max(1.0, rps * seconds) * 1e6
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop([proc])
     if not quiet:
         print(
             f"  POST {path:<8} {mode:<4} {rps:>9,.0f} req/s  {cpu:>7,.0f} us CPU/request"

@@ -257,20 +257,23 @@ class _StepRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        self.level = (self.openapi_extra or {}).get("x-stepwise-auth", "user")
+        self.level = self._auth_level()
         self._through_fastapi = self.app
         if getattr(endpoint, "validates_nothing", False):
             self.app = self._direct
 
     def get_route_handler(self) -> Any:
-        handle = super().get_route_handler()
-        level = (self.openapi_extra or {}).get("x-stepwise-auth", "user")
+        handle = super().get_route_handler()  # called by APIRoute.__init__, before self.level
+        level = self._auth_level()
 
         async def authorized(request: Request) -> Response:
             await _admit(level, request)
             return await handle(request)
 
         return authorized
+
+    def _auth_level(self) -> str:
+        return str((self.openapi_extra or {}).get("x-stepwise-auth", "user"))
 
     async def _direct(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("fastapi.telemetry") is not None:  # FastAPI's own spans want its handler

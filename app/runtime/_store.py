@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _json
 from ._schema import cron_marks, deliveries, events, state, step_runs
+from ._wakeup import CHANNEL as WORK_CHANNEL
 
 # ---------------------------------------------------------------------------------------------
 # State
@@ -146,7 +147,7 @@ _PG_INSERT_EVENTS = text(
         RETURNING 1
     )
     SELECT count(*) AS deliveries,
-           CASE WHEN :notify AND count(*) > 0 THEN pg_notify('stepwise_work', '') END AS woke
+           CASE WHEN :notify AND count(*) > 0 THEN pg_notify(:channel, '') END AS woke
     FROM new_deliveries
     """
 )
@@ -166,6 +167,7 @@ async def insert_events(
         params = {
             "now": now,
             "notify": notify,
+            "channel": WORK_CHANNEL,
             "e_id": [e.id for e in new],
             "e_topic": [e.topic for e in new],
             "e_data": [e.data for e in new],

@@ -12,6 +12,7 @@ from . import _json, _store, _stream_store
 from ._db import SQLITE_BEGIN
 from ._store import NewEvent, StateOp
 from ._stream_store import Change, StreamOp
+from ._wakeup import CHANNEL as WORK_CHANNEL
 
 _DELETED = object()
 
@@ -297,7 +298,7 @@ async def notify_new_work(conn: AsyncConnection) -> None:
     """Wake the workers of every instance when this transaction commits (Postgres NOTIFY;
     Postgres folds identical notifications of one transaction into one)."""
     if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql("NOTIFY stepwise_work")
+        await conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
 
 
 def _encode(group: str, key: str, value: Any) -> str:
