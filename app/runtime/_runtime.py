@@ -31,7 +31,7 @@ from ._streams import Stream, StreamAccess, Streams
 from ._tracing import new_trace_id
 from ._unit import Unit, _ReadConnection, notify_new_work
 from ._wakeup import CHANNEL, PgListener
-from ._worker import Worker
+from ._worker import Handoff, Worker
 
 Translator = Callable[..., str]
 # token -> the signed-in user, or None: how a WebSocket client's first message signs it in.
@@ -180,6 +180,13 @@ class Runtime:
         for callback in self._notify_listeners.get(channel, []):
             callback(payload)
 
+    def handoff(self) -> Handoff | None:
+        """An offer from our own worker to take an emit's new deliveries in the emit's
+        transaction (SQLite, where the worker shares the process and the write lock)."""
+        if self.worker is None or not self.is_sqlite:
+            return None
+        return self.worker.handoff()
+
     def notify_local(self) -> None:
         """New work was committed by this process: wake our own worker at once."""
         if self.worker is not None:
@@ -257,8 +264,9 @@ class Runtime:
                 call = functools.partial(app_middleware, step, req, ctx, call)
             result = await call()
             unit.closed = True
-            await unit.commit()
-            if unit.emits:
+            handoff = self.handoff() if unit.emits else None
+            await unit.commit(handoff=handoff)
+            if unit.emits and handoff is None:
                 self.notify_local()
             return result
         except BaseException as exc:
@@ -356,9 +364,14 @@ class Runtime:
             )
         # In a transaction, not autocommit, though it is one statement on Postgres: if the
         # connection is cut, nothing was written unless our COMMIT arrived.
-        async with self.engine.begin() as conn:
-            await _store.insert_events(conn, batch, self.clock.now(), notify=True)
-        self.notify_local()
+        handoff = self.handoff()
+        with _store.settling(handoff):
+            async with self.engine.begin() as conn:
+                await _store.insert_events(
+                    conn, batch, self.clock.now(), notify=True, offer=handoff
+                )
+        if handoff is None:
+            self.notify_local()
         return [e.id for e in batch]
 
     # -- cron and dead letters ------------------------------------------------------------------

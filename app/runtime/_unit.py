@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from . import _json, _store, _stream_store
 from ._db import SQLITE_BEGIN
-from ._store import NewEvent, StateOp
+from ._store import LeaseOffer, NewEvent, StateOp
 from ._stream_store import Change, StreamOp
 from ._wakeup import CHANNEL as WORK_CHANNEL
 
@@ -208,9 +208,16 @@ class Unit:
         if changes and self.stream_sink is not None:
             self.stream_sink.committed(changes)
 
-    async def commit(self, ack_token: str | None = None) -> bool:
+    async def commit(
+        self, ack_token: str | None = None, *, handoff: LeaseOffer | None = None
+    ) -> bool:
         """Apply everything in one transaction. With `ack_token`, the delivery is marked done in
-        the same transaction, and nothing is applied if its lease was lost (returns False)."""
+        the same transaction, and nothing is applied if its lease was lost (returns False).
+        `handoff`: this process's worker may take the emits' deliveries (settled here)."""
+        with _store.settling(handoff):
+            return await self._commit(ack_token, handoff)
+
+    async def _commit(self, ack_token: str | None, handoff: LeaseOffer | None) -> bool:
         self.closed = True
         if not self.has_effects and ack_token is None:
             return True
@@ -230,7 +237,7 @@ class Unit:
             if self._session is not None:
                 await self._session.flush()
             await self._flush(conn)
-            await _store.insert_events(conn, self.emits, now, notify=True)
+            await _store.insert_events(conn, self.emits, now, notify=True, offer=handoff)
             changes = await _stream_store.apply_stream_ops(
                 conn, self.stream_ops, now, self.tombstone_seconds
             )

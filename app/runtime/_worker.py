@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import _json, _store, _stream_store
 from ._config import CronStepConfig, EventStepConfig, RetryPolicy
@@ -38,6 +38,70 @@ class _Done:
     unit: Unit | None  # None for a failure
     failure: Failure | None
     result: asyncio.Future[bool]
+
+
+class Handoff:
+    """New deliveries an emit of this process leases to its own worker, in the emit's transaction.
+
+    Offered only while the worker's claim loop sits idle (it found nothing due, so nothing older
+    is overtaken), up to the worker's free capacity, and taking only what a claim would take at
+    once: a delivery due now, of a step without a concurrency limit, in no message group. Once the
+    emit commits the handlers start at once: no wake-up, no claim, no second transaction.
+    Durability is unchanged: the delivery is in the database, leased like a claimed one, and a
+    crash before it is done leaves it to be claimed again when the lease expires (at once when
+    the process restarts).
+    """
+
+    __slots__ = (
+        "_prefix",
+        "_reserved",
+        "_room",
+        "_worker",
+        "claims",
+        "expires_at",
+        "offered",
+        "owner",
+    )
+
+    def __init__(self, worker: Worker, room: int, now: float) -> None:
+        self._worker = worker
+        self._room = room
+        self._reserved = 0
+        self.owner = worker.owner
+        self.expires_at = now + worker.settings.lease_seconds
+        self._prefix = f"{worker.owner}:{next(worker._claims)}:h"
+        self.offered = 0
+        self.claims: list[Claimed] = []
+
+    def take(self, step: str, delay: float, message_group_id: str | None) -> str | None:
+        self.offered += 1
+        if (
+            self._reserved >= self._room
+            or delay > 0
+            or message_group_id is not None
+            or step not in self._worker._free_set
+        ):
+            return None
+        self._reserved += 1
+        self._worker._busy += 1  # counted now: a claim meanwhile must not fill the same room
+        return f"{self._prefix}{self.offered}"
+
+    def taken(self, claims: list[Claimed]) -> None:
+        self.claims = claims
+
+    def settle(self, committed: bool) -> None:
+        """After the emit's transaction: run what was taken (committed) or give its room back.
+        The worker is woken when a committed emit left deliveries for a claim."""
+        worker, claims = self._worker, self.claims if committed else []
+        unused, self._reserved, self.claims = self._reserved - len(claims), 0, []
+        if unused:
+            worker._busy -= unused
+            worker._capacity.set()
+        if not committed:
+            return
+        worker._adopt(claims)
+        if self.offered == 0 or len(claims) < self.offered:
+            worker.wake()
 
 
 def worker_identity() -> str:
@@ -67,6 +131,8 @@ class Worker:
         # Deliveries whose attempt the database cut short (down, or full) and whose lease could
         # not be given back yet: given back as soon as the database answers again.
         self._returning: set[str] = set()
+        # Token prefixes of claims whose answer was lost: whatever they leased is given back.
+        self._unsure_claims: set[str] = set()
         self._returns_waiting = asyncio.Event()
         self._outage_streak = 0
         self._loops: list[asyncio.Task[None]] = []
@@ -82,7 +148,12 @@ class Worker:
             if isinstance(s.config, EventStepConfig) and s.config.concurrency
         ]
         self._all_steps = [s.name for s in steps]
+        self._free_set = frozenset(self._free_steps)
+        # True while the claim loop waits for work: found nothing due, so an emit of this
+        # process may hand its deliveries straight over (`handoff`) without overtaking any.
+        self._waiting = False
         self.processed = 0
+        self.handed_over = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -100,6 +171,23 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def handoff(self) -> Handoff | None:
+        """An offer to take an emit's new deliveries in its transaction, or None (busy)."""
+        room = self.concurrency - self._busy
+        if not self._waiting or self._stopping or room <= 0:
+            return None
+        return Handoff(self, room, self.runtime.clock.now())
+
+    def _adopt(self, claims: list[Claimed]) -> None:
+        """Run deliveries handed over by an emit that committed (already leased to us)."""
+        self.handed_over += len(claims)
+        for item in claims:
+            self._held[item.lease_token] = item
+            if self._stopping:  # given back with the rest at the end of `stop`
+                self._busy -= 1
+                continue
+            self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let running handlers finish within `grace` seconds; give back the rest."""
@@ -127,10 +215,12 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         leftover = list(self._held) + list(self._returning)
-        if leftover:
+        if leftover or self._unsure_claims:
             with contextlib.suppress(Exception):
                 async with self.runtime.engine.begin() as conn:
-                    released = await _store.release_leases(conn, leftover)
+                    released = await _store.release_leases(
+                        conn, leftover, prefixes=list(self._unsure_claims)
+                    )
                 self._log.info("gave back unfinished deliveries", count=released)
         self._log.info("worker stopped", processed=self.processed)
 
@@ -181,21 +271,21 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = self.runtime.clock.now()
+        prefix = f"{self.owner}:{next(self._claims)}:"
         claim = functools.partial(
             _store.claim,
             now=now,
             owner=self.owner,
-            token_prefix=f"{self.owner}:{next(self._claims)}:",
+            token_prefix=prefix,
             lease_seconds=self.settings.lease_seconds,
         )
-        # In a transaction, even though the claim is one statement: in autocommit, a connection
-        # cut (or a proxy dropping the answer) after the server ran it would leave deliveries
-        # leased to a worker that never heard of them until their lease expired. Here the
-        # server rolls back unless our COMMIT arrives.
         out: list[Claimed] = []
+        if self._free_steps:
+            out = await self._claim_free(claim, prefix, limit)
+        if not self._limited_steps or len(out) >= limit:
+            return out
+        # A global concurrency limit needs its lock and its count in the claim's transaction.
         async with self.runtime.engine.begin() as conn:
-            if self._free_steps:
-                out = await claim(conn, steps=self._free_steps, limit=limit)
             for step, cap in self._limited_steps:
                 room = min(limit - len(out), cap)
                 if room <= 0:
@@ -205,6 +295,26 @@ class Worker:
                 if room > 0:
                     out += await claim(conn, steps=[step], limit=room)
         return out
+
+    async def _claim_free(
+        self, claim: functools.partial[Any], prefix: str, limit: int
+    ) -> list[Claimed]:
+        if self.runtime.is_sqlite:
+            async with self.runtime.engine.begin() as conn:
+                return list(await claim(conn, steps=self._free_steps, limit=limit))
+        # Postgres: one statement in autocommit, one round trip instead of three (BEGIN, the
+        # claim, COMMIT). If its answer never comes (the connection cut, the task cancelled),
+        # the server may have leased deliveries to us that we never heard of: they are given
+        # back, by the claim's token prefix, as soon as the database answers again, instead of
+        # waiting for their leases to expire.
+        try:
+            async with self.runtime.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return list(await claim(conn, steps=self._free_steps, limit=limit))
+        except BaseException:
+            self._unsure_claims.add(prefix)
+            self._returns_waiting.set()
+            raise
 
     async def _idle(self) -> None:
         """Sleep until woken (an emit, a NOTIFY, the clock) or the next delivery is due.
@@ -220,6 +330,7 @@ class Worker:
                 return
             self._poll = min(self._poll * 2, self.runtime.poll_seconds)
             timeout = self._poll if due is None else min(self._poll, due - now + 0.001)
+            self._waiting = True
             try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
@@ -227,6 +338,8 @@ class Worker:
             except TimeoutError:
                 if due is not None and due <= self.runtime.clock.now():
                     return
+            finally:
+                self._waiting = False
 
     # -- running --------------------------------------------------------------------------------
 
@@ -284,7 +397,10 @@ class Worker:
                 self._give_back(item)
             elif outcome == "ok":
                 if unit.conn is not None:  # it holds its own transaction (increment/update)
-                    committed = await unit.commit(ack_token=item.lease_token)
+                    handoff = self.runtime.handoff() if unit.emits else None
+                    committed = await unit.commit(ack_token=item.lease_token, handoff=handoff)
+                    if committed and unit.emits and handoff is None:
+                        self.runtime.notify_local()
                 else:
                     committed = await self._submit(item, unit, None)
                 if committed:
@@ -389,22 +505,29 @@ class Worker:
         now = self.runtime.clock.now()
         successes = [d for d in batch if d.unit is not None]
         failures = [d.failure for d in batch if d.failure is not None]
-        async with self.runtime.engine.begin() as conn:
-            done_ids = await _store.ack(conn, [d.claimed.lease_token for d in successes], now)
-            kept = [d for d in successes if d.claimed.id in done_ids]
-            ops = [op for d in kept for op in d.unit.ops]  # type: ignore[union-attr]
-            emits = [e for d in kept for e in d.unit.emits]  # type: ignore[union-attr]
-            stream_ops = [op for d in kept for op in d.unit.stream_ops]  # type: ignore[union-attr]
-            await _store.apply_state_ops(conn, ops, now)
-            await _store.insert_events(conn, emits, now, notify=True)
-            failed_ids = await _store.record_failures(conn, failures, now)
-            # Stream writes commit with the deliveries' acks; subscribers hear of them after.
-            hub = self.runtime.stream_hub
-            changes = await _stream_store.apply_stream_ops(
-                conn, stream_ops, now, hub.tombstone_seconds
-            )
-            await _stream_store.notify_changes(conn, changes, now)
-        if emits:
+        emitting = any(d.unit is not None and d.unit.emits for d in successes)
+        handoff = self.runtime.handoff() if emitting else None
+        with _store.settling(handoff):
+            async with self.runtime.engine.begin() as conn:
+                done_ids = await _store.ack(conn, [d.claimed.lease_token for d in successes], now)
+                kept = [d for d in successes if d.claimed.id in done_ids]
+                ops = [op for d in kept for op in d.unit.ops]  # type: ignore[union-attr]
+                emits = [e for d in kept for e in d.unit.emits]  # type: ignore[union-attr]
+                stream_ops = [
+                    op
+                    for d in kept
+                    for op in d.unit.stream_ops  # type: ignore[union-attr]
+                ]
+                await _store.apply_state_ops(conn, ops, now)
+                await _store.insert_events(conn, emits, now, notify=True, offer=handoff)
+                failed_ids = await _store.record_failures(conn, failures, now)
+                # Stream writes commit with the deliveries' acks; subscribers hear of them after.
+                hub = self.runtime.stream_hub
+                changes = await _stream_store.apply_stream_ops(
+                    conn, stream_ops, now, hub.tombstone_seconds
+                )
+                await _stream_store.notify_changes(conn, changes, now)
+        if emits and handoff is None:
             self.runtime.notify_local()
         if changes:
             hub.committed(changes)
@@ -445,12 +568,15 @@ class Worker:
         retry_in = 0.2
         while True:
             await self._returns_waiting.wait()
-            tokens = list(self._returning)
+            tokens, prefixes = list(self._returning), list(self._unsure_claims)
             pause = min(0.5 * 2 ** min(self._outage_streak, 6), 30.0)
             try:
                 async with self.runtime.engine.begin() as conn:
                     count = await _store.release_leases(
-                        conn, tokens, available_at=self.runtime.clock.now() + pause
+                        conn,
+                        tokens,
+                        prefixes=prefixes,
+                        available_at=self.runtime.clock.now() + pause,
                     )
             except Exception as exc:
                 self._log.warning(
@@ -462,7 +588,8 @@ class Worker:
             retry_in = 0.2
             self._outage_streak += 1  # back to 0 when a delivery commits again
             self._returning.difference_update(tokens)
-            if not self._returning:
+            self._unsure_claims.difference_update(prefixes)
+            if not self._returning and not self._unsure_claims:
                 self._returns_waiting.clear()
             self._log.info("gave back deliveries the database cut short", count=count, due_in=pause)
 

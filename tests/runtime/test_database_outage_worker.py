@@ -76,3 +76,27 @@ async def test_a_handlers_own_connection_failing_counts_as_a_failed_attempt(
         dead = await eventually(runtime.dead_letters, timeout=20)
     assert dead[0]["attempts"] == 2
     assert "ConnectionRefusedError" in dead[0]["errors"][-1]["error"]
+
+
+async def test_a_claim_whose_answer_is_lost_gives_its_leases_back_at_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """On Postgres a claim is one statement in autocommit: when the server ran it but the answer
+    never came, the deliveries it leased are given back as soon as the database answers, not
+    after their lease (15 s) runs out, and the lost claim's attempt does not count."""
+    lost = {"left": 1}
+    async with step_app(tmp_path, pg_url, STEPS) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+
+        @event.listens_for(runtime.engine.sync_engine, "after_cursor_execute")
+        def _lose_the_answer(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "synchronous_commit" in statement and cursor.rowcount > 0 and lost["left"] > 0:
+                lost["left"] -= 1
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        event_id = await runtime.emit("store", {})
+        attempt = await eventually(
+            lambda: Unit(runtime.engine, runtime.clock.now).get("store", event_id), timeout=5
+        )
+    assert lost["left"] == 0  # the claim that leased it did not hear back...
+    assert attempt == 1  # ...and the delivery ran well within its lease, as its first attempt

@@ -1,0 +1,178 @@
+"""SQLite: an emit hands its new deliveries straight to its own process's idle worker, leased in
+the emit's transaction (no wake-up, no claim); what a claim could not take at once goes the usual
+way, a failed emit gives the room back, and a kill loses nothing."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from app.runtime import Runtime
+from app.runtime._db import create_engine
+from app.runtime._unit import Unit
+from tests.conftest import sqlite_copy
+from tests.runtime.conftest import step_app
+from tests.runtime.live import server_process, wait_ready
+from tests.support import eventually, write_steps
+
+STEPS = {
+    "start_step.py": """
+        config = {"name": "Start", "type": "api", "path": "/emit/{kind}", "method": "POST",
+                  "auth": "public", "emits": ["job.free", "job.limited", "job.grouped"]}
+        async def handler(req, ctx):
+            kind = req.params["kind"]
+            emit = {"topic": f"job.{kind}", "data": {"n": req.query.get("n", "1")}}
+            if kind == "grouped":
+                emit["message_group_id"] = "g1"
+            return {"status": 202, "body": {"event_id": await ctx.emit(emit)}}
+    """,
+    "free_step.py": """
+        config = {"name": "Free", "type": "event", "subscribes": ["job.free"], "emits": ["job.free"]}
+        async def handler(event, ctx):
+            await ctx.state.set("done", event.id, {"step": "Free", "attempt": ctx.attempt})
+            if event.data["n"] == "chain":  # a handler's emit is handed over too
+                await ctx.emit({"topic": "job.free", "data": {"n": "end"}})
+    """,
+    "limited_step.py": """
+        config = {"name": "Limited", "type": "event", "subscribes": ["job.limited"],
+                  "concurrency": 1}
+        async def handler(event, ctx):
+            await ctx.state.set("done", event.id, {"step": "Limited", "attempt": ctx.attempt})
+    """,
+    "grouped_step.py": """
+        config = {"name": "Grouped", "type": "event", "subscribes": ["job.grouped"]}
+        async def handler(event, ctx):
+            await ctx.state.set("done", event.id, {"step": "Grouped", "attempt": ctx.attempt})
+    """,
+}
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
+    return sqlite_copy(_sqlite_template, tmp_path)
+
+
+async def done(runtime: Runtime) -> dict[str, Any]:
+    return await Unit(runtime.engine, runtime.clock.now).get_group("done")
+
+
+async def test_an_idle_workers_own_emits_are_handed_over_and_the_rest_claimed(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    async with step_app(tmp_path, sqlite_url, STEPS) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        worker = runtime.worker
+        assert worker is not None
+        await eventually(lambda: _async(worker._waiting))  # idle: nothing left to claim
+        first = (await client.post("/emit/free")).json()["event_id"]
+        await eventually(lambda: _has(runtime, first))
+        assert worker.handed_over == 1
+        # A step with a concurrency limit and an event of a message group are left to a claim
+        # (it checks the limit across workers and the group's order)...
+        limited = (await client.post("/emit/limited")).json()["event_id"]
+        grouped = (await client.post("/emit/grouped")).json()["event_id"]
+        await eventually(lambda: _has(runtime, limited, grouped))
+        assert worker.handed_over == 1
+        # ...and a handler's emit, committed with its ack, is handed over like an API step's.
+        await eventually(lambda: _async(worker._waiting))
+        await client.post("/emit/free", params={"n": "chain"})
+        await eventually(lambda: _count(runtime, 4 + 1))
+        assert worker.handed_over == 3
+        results = await done(runtime)
+    assert sorted(r["step"] for r in results.values()) == [
+        "Free",
+        "Free",
+        "Free",
+        "Grouped",
+        "Limited",
+    ]
+    assert {r["attempt"] for r in results.values()} == {1}
+
+
+async def test_an_emit_that_fails_after_the_handover_gives_the_room_back(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    faults = {"left": 1}
+    async with step_app(tmp_path, sqlite_url, STEPS, worker_concurrency=1) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        worker = runtime.worker
+        assert worker is not None
+
+        @event.listens_for(runtime.engine.sync_engine, "before_cursor_execute")
+        def _full(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            # the deliveries' INSERT, after the worker took them: the emit fails
+            if "RETURNING id, lease_token" in statement and faults["left"] > 0:
+                faults["left"] -= 1
+                raise sqlite3.OperationalError("database or disk is full")
+
+        await eventually(lambda: _async(worker._waiting))
+        failed = await client.post("/emit/free")
+        assert failed.status_code >= 500
+        assert faults["left"] == 0
+        # With one slot, a slot kept by the failed emit would stall the worker for good.
+        await eventually(lambda: _async(worker._waiting))
+        event_id = (await client.post("/emit/free")).json()["event_id"]
+        await eventually(lambda: _has(runtime, event_id))
+        assert worker.handed_over == 1
+        assert len(await done(runtime)) == 1  # the failed emit left nothing behind
+
+
+@pytest.mark.slow
+async def test_a_handed_over_delivery_survives_a_kill_of_its_process(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    steps = write_steps(
+        tmp_path,
+        {
+            "start_step.py": STEPS["start_step.py"].replace("job.free", "job.hang"),
+            "hang_step.py": """
+                import asyncio, os
+                config = {"name": "Hang", "type": "event", "subscribes": ["job.hang"]}
+                async def handler(event, ctx):
+                    marker = os.path.join(os.environ["MARKER_DIR"], f"started-{ctx.attempt}")
+                    open(marker, "w").close()
+                    if os.environ.get("HANG") == "1":
+                        await asyncio.sleep(600)
+                    await ctx.state.set("done", event.id, {"attempt": ctx.attempt})
+            """,
+        },
+    )
+    env = {"MARKER_DIR": str(tmp_path), "SQLITE_SYNCHRONOUS": "NORMAL"}
+    with server_process(sqlite_url, steps, HANG="1", **env) as victim:
+        await wait_ready(victim)
+        async with victim.client() as http:
+            event_id = (await http.post("/emit/hang")).json()["event_id"]
+        await eventually(lambda: _async((tmp_path / "started-1").exists()), timeout=30)
+        assert victim.process is not None
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait(timeout=10)
+    # The delivery was leased to the dead process: the next one on this host takes it at start.
+    with server_process(sqlite_url, steps, **env) as restarted:
+        await wait_ready(restarted)
+        engine = create_engine(sqlite_url)
+        try:
+            result = await eventually(
+                lambda: Unit(engine, time.time).get("done", event_id), timeout=10
+            )
+        finally:
+            await engine.dispose()
+    assert result == {"attempt": 2}
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _has(runtime: Runtime, *event_ids: str) -> bool:
+    results = await done(runtime)
+    return all(e in results for e in event_ids)
+
+
+async def _count(runtime: Runtime, n: int) -> bool:
+    return len(await done(runtime)) >= n
