@@ -47,9 +47,11 @@ def stop(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 30) -> None:
             proc.wait()
 
 
-def line(backend: str, how: str, rate: float, p50: float, p99: float, n: int) -> str:
+def line(
+    backend: str, how: str, rate: float, p50: float, p99: float, n: int, at: str = "half load"
+) -> str:
     """One line format for every throughput figure the event benchmarks print."""
     return (
         f"{backend:<9} {how:<22} {rate:>8,.0f} events/s   latency p50 {p50:6.2f} ms  "
-        f"p99 {p99:7.2f} ms  ({n} events at half load)"
+        f"p99 {p99:7.2f} ms  ({n} events at {at})"
     )

@@ -3,8 +3,8 @@
 For each backend, with one and two worker processes (`python -m app worker`):
   throughput: 10,000 events emitted as fast as possible (batches of 500), timed until the last
               delivery is done;
-  latency:    events emitted at half that rate for a few seconds, each handler storing
-              (start - emit) in ctx.state; p50 and p99 printed.
+  latency:    events emitted at half that rate (or --rate) for a few seconds, in a batch every
+              --tick seconds, each handler storing (start - emit) in ctx.state; p50 and p99.
 SQLite's embedded mode (worker in the emitting process, woken directly) is measured too.
 With --peers, the same 10,000-job workload on Celery + Redis and on procrastinate, in this run.
 
@@ -128,6 +128,8 @@ TICK = 0.01
 # SQLite's `synchronous`: FULL (a disk sync a commit, the strict setting) unless --sqlite-synchronous
 # NORMAL (the project's default: WAL, safe from a process crash, not from a power cut).
 SQLITE_SYNCHRONOUS = "FULL"
+# The latency run's rate in events/s (--rate); 0: half the throughput just measured.
+RATE = 0.0
 
 
 async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float, float, int]:
@@ -153,6 +155,10 @@ async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float,
     return statistics.median(values), values[int(len(values) * 0.99) - 1], len(values)
 
 
+def _at() -> str:
+    return f"{RATE:,.0f}/s" if RATE else "half load"
+
+
 async def run_backend(
     backend: str, events: int, worker_counts: list[int], seconds: float
 ) -> list[str]:
@@ -165,18 +171,20 @@ async def run_backend(
             embedded = Runtime(discover(STEPS), engine, settings=RuntimeSettings())
             await embedded.start(worker=True)
             rate = await throughput(embedded, events)
-            p50, p99, n = await latency(embedded, rate / 2, seconds)
+            p50, p99, n = await latency(embedded, RATE or rate / 2, seconds)
             await embedded.stop()
-            lines.append(figure_line(backend, "embedded", rate, p50, p99, n))
+            lines.append(figure_line(backend, "embedded", rate, p50, p99, n, _at()))
         for count in worker_counts:
             procs = start_workers(url, count)
             try:
                 await asyncio.sleep(2.0)  # the workers are up
                 rate = await throughput(producer, events)
-                p50, p99, n = await latency(producer, rate / 2, seconds)
+                p50, p99, n = await latency(producer, RATE or rate / 2, seconds)
             finally:
                 stop(procs)
-            lines.append(figure_line(backend, f"{count} worker process(es)", rate, p50, p99, n))
+            lines.append(
+                figure_line(backend, f"{count} worker process(es)", rate, p50, p99, n, _at())
+            )
         await engine.dispose()
     return lines
 
@@ -194,8 +202,12 @@ async def main() -> None:
         "--tick", type=float, default=TICK, help="seconds between batches in the latency run"
     )
     parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="events/s in the latency run (default: half load)"
+    )
     opts = parser.parse_args()
     globals()["TICK"] = opts.tick
+    globals()["RATE"] = opts.rate
     globals()["SQLITE_SYNCHRONOUS"] = opts.sqlite_synchronous
     counts = [int(c) for c in opts.workers.split(",")]
     if opts.peers:
