@@ -260,6 +260,8 @@ class Worker:
                 if claimed:
                     # Busy: look again soon even without a wake-up (SQLite across processes).
                     self._poll = 0.01
+                    # Let the handlers just created start before the next claim is prepared.
+                    await asyncio.sleep(0)
                     continue
                 await self._idle()
             except asyncio.CancelledError:
