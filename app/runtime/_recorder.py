@@ -30,6 +30,7 @@ class StepRun:
 
 
 RunListener = Callable[[StepRun], None]
+_STOP_SECONDS = 10.0  # how long stop() lets a flush in progress finish
 _CHUNK = 1000  # rows per INSERT: 10,000 parameters, under SQLite's and Postgres' limits
 
 
@@ -44,6 +45,7 @@ class Recorder:
         self._listeners: list[RunListener] = []
         self._task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
+        self._stopping = False
         self.enabled = True
         self._log = get_logger(component="recorder")
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
@@ -80,17 +82,27 @@ class Recorder:
             self._task = asyncio.create_task(self._loop(), name="stepwise-recorder")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
+        """Flush what is buffered and stop. The loop is asked to finish, not cancelled: a flush
+        cancelled half-way lost the runs it had taken, and on Postgres could leave the pooled
+        connection in the middle of its COPY (CI saw the next flush fail with "another command
+        is already in progress", then the shutdown hang)."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._kick.set()
+            try:
+                async with asyncio.timeout(_STOP_SECONDS):
+                    await asyncio.shield(task)
+            except TimeoutError:  # the database does not answer: give up on the flush
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._stopping = False
+        while self._buffer:  # a flush takes at most 10,000 runs (a failed one drops them)
+            await self.flush()
 
     async def _loop(self) -> None:
-        while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel of
-            # stop() when it lands just as the event is set, and stop() then hangs.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._kick.wait()

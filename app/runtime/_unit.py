@@ -289,10 +289,16 @@ class _ReadConnection:
 
     async def __aenter__(self) -> AsyncConnection:
         conn = await self._engine.connect()
-        if conn.dialect.name == "sqlite":
-            conn = await conn.execution_options(**{SQLITE_BEGIN: "none"})
-        else:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if conn.dialect.name == "sqlite":
+                conn = await conn.execution_options(**{SQLITE_BEGIN: "none"})
+            else:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        except BaseException:
+            # Cancelled (a worker stopping) or failed before `__aexit__` could own it: return
+            # the connection to the pool here, not to the garbage collector.
+            await conn.close()
+            raise
         self._conn = conn
         return conn
 

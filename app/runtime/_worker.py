@@ -149,8 +149,8 @@ class Worker:
         ]
         self._all_steps = [s.name for s in steps]
         self._free_set = frozenset(self._free_steps)
-        # True while the claim loop waits for work: found nothing due, so an emit of this
-        # process may hand its deliveries straight over (`handoff`) without overtaking any.
+        # True while the claim loop is idle (its last claim found nothing due), so that an emit
+        # of this process may hand its deliveries straight over (`handoff`) overtaking none.
         self._waiting = False
         self.processed = 0
         self.handed_over = 0
@@ -322,26 +322,28 @@ class Worker:
         """Sleep until woken (an emit, a NOTIFY, the clock) or the next delivery is due.
 
         Idle, this costs one query per poll interval; the interval shrinks to 10 ms while work
-        keeps coming and grows back to the setting when it stops.
+        keeps coming and grows back to the setting when it stops. Meanwhile (the last claim found
+        nothing due) an emit of this process may hand its deliveries straight over.
         """
-        while not self._stopping:
-            async with self.runtime.read_connection() as conn:
-                due = await _store.next_due(conn, self._all_steps)
-            now = self.runtime.clock.now()
-            if due is not None and due <= now:
-                return
-            self._poll = min(self._poll * 2, self.runtime.poll_seconds)
-            timeout = self._poll if due is None else min(self._poll, due - now + 0.001)
-            self._waiting = True
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-                return
-            except TimeoutError:
-                if due is not None and due <= self.runtime.clock.now():
+        self._waiting = True
+        try:
+            while not self._stopping:
+                async with self.runtime.read_connection() as conn:
+                    due = await _store.next_due(conn, self._all_steps)
+                now = self.runtime.clock.now()
+                if due is not None and due <= now:
                     return
-            finally:
-                self._waiting = False
+                self._poll = min(self._poll * 2, self.runtime.poll_seconds)
+                timeout = self._poll if due is None else min(self._poll, due - now + 0.001)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+                    return
+                except TimeoutError:
+                    if due is not None and due <= self.runtime.clock.now():
+                        return
+        finally:
+            self._waiting = False
 
     # -- running --------------------------------------------------------------------------------
 
@@ -593,7 +595,10 @@ class Worker:
             self._unsure_claims.difference_update(prefixes)
             if not self._returning and not self._unsure_claims:
                 self._returns_waiting.clear()
-            self._log.info("gave back deliveries the database cut short", count=count, due_in=pause)
+            if count:  # a lost claim may have leased nothing
+                self._log.info(
+                    "gave back deliveries the database cut short", count=count, due_in=pause
+                )
 
     async def _renew_loop(self) -> None:
         while True:
