@@ -61,6 +61,8 @@ class Unit:
 
     async def get(self, group: str, key: str) -> Any:
         self._check()
+        if _unstorable(group, key):
+            return None  # no such key can be stored (Postgres text cannot hold NUL)
         if (group, key) in self._overlay:
             pending = self._overlay[(group, key)]
             return None if pending is _DELETED else _json.loads(pending)
@@ -75,6 +77,8 @@ class Unit:
 
     async def get_group(self, group: str) -> dict[str, Any]:
         self._check()
+        if _unstorable(group):
+            return {}
         stored: dict[str, str] = {}
         if group not in self._cleared:
             if self.conn is not None:
@@ -97,6 +101,8 @@ class Unit:
     async def stream_get(self, stream: str, group: str, item: str) -> str | None:
         """An item's JSON text as this unit would leave it (its own writes first)."""
         self._check()
+        if _unstorable(stream, group, item):
+            return None
         key = (stream, group, item)
         if key in self._stream_overlay:
             pending = self._stream_overlay[key]
@@ -109,6 +115,8 @@ class Unit:
     async def stream_group(self, stream: str, group: str) -> list[tuple[str, str]]:
         """(id, JSON text) of a group's items, least recently changed first, own writes last."""
         self._check()
+        if _unstorable(stream, group):
+            return []
         if self.conn is not None:
             rows = await _stream_store.read_group(self.conn, stream, group)
         else:
@@ -314,9 +322,17 @@ async def notify_new_work(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
 
 
+def _unstorable(*names: Any) -> bool:
+    """A name no row can have: text with NUL, which Postgres cannot store (a read of it finds
+    nothing instead of failing, on every database)."""
+    return any(isinstance(name, str) and "\x00" in name for name in names)
+
+
 def _encode(group: str, key: str, value: Any) -> str:
     if not isinstance(group, str) or not isinstance(key, str) or not group or not key:
         raise ValueError("state group and key must be non-empty strings")
+    if _unstorable(group, key):
+        raise ValueError("state group and key must not contain NUL characters")
     if len(group) > 255 or len(key) > 255:
         raise ValueError("state group and key are at most 255 characters")
     try:

@@ -154,3 +154,36 @@ async def test_increments_from_two_processes_give_exactly_200(
     async with step_app(tmp_path, any_db_url, STATE_STEPS) as client:
         final = (await client.get("/read/race")).json()
     assert final == {"n": 200}
+
+
+NUL_STEPS = {
+    "lookup_step.py": """
+        config = {"name": "Lookup", "type": "api", "path": "/lookup/{key}", "method": "GET",
+                  "auth": "public"}
+        async def handler(req, ctx):
+            key = req.params["key"]
+            try:
+                await ctx.state.set("things", key, 1)
+                written = "stored"
+            except ValueError as exc:
+                written = str(exc)
+            found = await ctx.state.get("things", key)
+            group = await ctx.state.get_group(key)
+            return {"status": 404 if found is None else 200,
+                    "body": {"written": written, "group": group}}
+    """,
+}
+
+
+async def test_a_key_with_nul_is_never_found_and_cannot_be_written(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    # Postgres text cannot hold NUL: a read of such a key finds nothing (a 404 of the step's
+    # own), a write is refused with a clear error, on both databases alike.
+    async with step_app(tmp_path, any_db_url, NUL_STEPS) as client:
+        reply = await client.get("/lookup/a%00b")
+    assert reply.status_code == 404, reply.text
+    assert reply.json() == {
+        "written": "state group and key must not contain NUL characters",
+        "group": {},
+    }
