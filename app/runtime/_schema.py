@@ -63,6 +63,9 @@ deliveries = Table(
     # pending -> running -> done | pending (retry) | dead
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
+    # Runs cut short by their worker's death (the lease expired without an outcome): run again
+    # as the same attempt, and dead-lettered only after MAX_INTERRUPTIONS of them.
+    Column("interruptions", Integer, nullable=False, default=0, server_default="0"),
     Column("max_attempts", Integer, nullable=False),
     Column("available_at", Double, nullable=False),
     Column("lease_token", String(64), nullable=True),

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     func,
@@ -361,6 +362,7 @@ class Claimed:
     lease_token: str
     message_group_id: str | None
     available_at: float
+    interruptions: int = 0  # earlier runs of this attempt cut short by their worker's death
 
 
 def _claimable(table: Any) -> Any:
@@ -410,7 +412,17 @@ def _claim_statement() -> Any:
         .where(deliveries.c.id.in_(ids.scalar_subquery()))
         .values(
             status="running",
-            attempts=deliveries.c.attempts + 1,
+            # A running delivery is claimed only once its lease expired: its worker died (or
+            # lost the database) mid-run. That run had no outcome, so it runs again as the same
+            # attempt, and the interruption is counted on its own (see MAX_INTERRUPTIONS).
+            attempts=case(
+                (deliveries.c.status == "running", deliveries.c.attempts),
+                else_=deliveries.c.attempts + 1,
+            ),
+            interruptions=case(
+                (deliveries.c.status == "running", deliveries.c.interruptions + 1),
+                else_=deliveries.c.interruptions,
+            ),
             lease_token=bindparam("token_prefix", type_=String) + cast(deliveries.c.id, String),
             lease_owner=bindparam("owner", type_=String),
             lease_expires_at=bindparam("expires_at", type_=Double),
@@ -427,6 +439,7 @@ def _claim_statement() -> Any:
             deliveries.c.lease_token,
             deliveries.c.message_group_id,
             deliveries.c.available_at,
+            deliveries.c.interruptions,
         )
     )
 
@@ -483,6 +496,7 @@ async def claim(
                 lease_token=r.lease_token,
                 message_group_id=r.message_group_id,
                 available_at=r.available_at,
+                interruptions=r.interruptions,
             )
             for r in rows
         ),
@@ -713,7 +727,7 @@ async def replay_dead(conn: AsyncConnection, ids: Sequence[int] | None, now: flo
     stmt = (
         update(deliveries)
         .where(deliveries.c.status == "dead")
-        .values(status="pending", attempts=0, available_at=now, finished_at=None)
+        .values(status="pending", attempts=0, interruptions=0, available_at=now, finished_at=None)
         .returning(deliveries.c.id)
     )
     if ids is not None:

@@ -104,6 +104,12 @@ class Handoff:
             worker.wake()
 
 
+# Runs of one delivery cut short by their worker's death (SIGKILL, out of memory, a power cut)
+# before it is dead-lettered as a poison message. Such a run had no outcome, so it does not use
+# up an attempt: a crash during the last attempt runs that attempt again.
+MAX_INTERRUPTIONS = 3
+
+
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -359,12 +365,21 @@ class Worker:
         try:
             if step is None or step.handler is None:
                 raise _Permanent(f"no step named {item.step!r} is loaded by this worker")
-            if item.attempt > item.max_attempts:
-                # Each earlier claim ended with its lease expiring (the worker died, hung or
-                # lost the database): a delivery that takes its workers down stops here.
+            if item.interruptions >= MAX_INTERRUPTIONS:
+                # Each of the last runs ended with its lease expiring (the worker died, hung or
+                # lost the database): a delivery that keeps taking its workers down stops here.
                 raise _Permanent(
-                    f"claimed {item.attempt} times for {item.max_attempts} attempts: "
-                    "the earlier runs' leases expired without an outcome"
+                    f"its worker stopped {item.interruptions} times while running it (the "
+                    "leases expired without an outcome): not run again"
+                )
+            if item.interruptions:
+                self._log.warning(
+                    "running again an attempt its worker did not finish",
+                    step=item.step,
+                    delivery_id=item.id,
+                    attempt=item.attempt,
+                    interruptions=item.interruptions,
+                    trace_id=item.trace_id,
                 )
             event = self._event_for(step, item)
             ctx = self.runtime.context(step, unit, trace_id=item.trace_id, attempt=item.attempt)

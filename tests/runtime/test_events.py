@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 
 from app.runtime import ManualClock, Runtime
+from app.runtime._unit import Unit
+from app.runtime._worker import MAX_INTERRUPTIONS
 from tests.runtime.conftest import step_app
 from tests.support import eventually, runtime_of
 
@@ -306,17 +308,59 @@ async def test_a_delivery_whose_leases_keep_expiring_is_dead_lettered_not_run_fo
     tmp_path: Path, any_db_url: str
 ) -> None:
     """A handler that takes its worker down (here: hangs while the clock jumps past its lease,
-    as if the process had died) is claimed again, but not beyond `max_attempts`: the claim
-    after the last one dead-letters it without running it again."""
+    as if the process had died) is run again as the same attempt, but not forever: after
+    MAX_INTERRUPTIONS runs cut short, the next claim dead-letters it without running it."""
     clock = ManualClock(start=3_000_000.0)
-    async with step_app(tmp_path, any_db_url, HANGS, clock=clock) as client:
+    async with step_app(
+        tmp_path, any_db_url, HANGS, clock=clock, shutdown_grace_seconds=0.2
+    ) as client:
         runtime = runtime_of(client)
         await client.post("/start")
-        for attempt in (1, 2):
-            await eventually(lambda n=attempt: _async(len(calls(client, "Hangs")) == n))
+        for runs in range(1, MAX_INTERRUPTIONS + 1):
+            await eventually(lambda n=runs: _async(len(calls(client, "Hangs")) == n))
             clock.advance(60)  # past the 15 s lease: the run is as good as dead
         dead = await eventually(runtime.dead_letters)
         await _settle(client)
-        assert calls(client, "Hangs") == [1, 2]
-    assert len(dead) == 1 and dead[0]["attempts"] == 3
-    assert "claimed 3 times for 2 attempts" in dead[0]["errors"][-1]["error"]
+        # Each cut-short run was attempt 1 again: a crash does not use up an attempt.
+        assert calls(client, "Hangs") == [1] * MAX_INTERRUPTIONS
+    assert len(dead) == 1 and dead[0]["attempts"] == 1
+    assert f"its worker stopped {MAX_INTERRUPTIONS} times" in dead[0]["errors"][-1]["error"]
+
+
+CRASHES_ON_LAST = {
+    "start_step.py": HANGS["start_step.py"],
+    "flaky_step.py": """
+        import asyncio
+        CALLS = []
+        config = {"name": "Hangs", "type": "event", "subscribes": ["job.hangs"],
+                  "retry": {"max_attempts": 2, "delay": 0, "timeout": 3600}}
+        async def handler(event, ctx):
+            CALLS.append(ctx.attempt)
+            if len(CALLS) == 1:
+                raise RuntimeError("first attempt fails")
+            if len(CALLS) == 2:
+                await asyncio.sleep(3600)  # the last attempt: its worker "dies" here
+            await ctx.state.set("flaky", "done", ctx.attempt)
+    """,
+}
+
+
+async def test_a_worker_dying_during_the_last_attempt_runs_that_attempt_again(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    """Attempt 1 fails, attempt 2 (the last) is cut short by its worker's death: attempt 2 runs
+    again and its outcome counts; nothing is dead-lettered for a crash that was not its own."""
+    clock = ManualClock(start=4_000_000.0)
+    async with step_app(
+        tmp_path, any_db_url, CRASHES_ON_LAST, clock=clock, shutdown_grace_seconds=0.2
+    ) as client:
+        runtime = runtime_of(client)
+        await client.post("/start")
+        await eventually(lambda: _async(len(calls(client, "Hangs")) == 2))
+        clock.advance(60)  # the lease of the hung last attempt expires
+        await eventually(lambda: _async(len(calls(client, "Hangs")) == 3))
+        await _settle(client)
+        assert calls(client, "Hangs") == [1, 2, 2]
+        assert await runtime.dead_letters() == []
+        state = await Unit(runtime.engine, runtime.clock.now).get("flaky", "done")
+        assert state == 2

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from app.runtime import Runtime
 from app.runtime._db import create_engine
+from app.runtime._schema import deliveries
 from app.runtime._unit import Unit
 from tests.conftest import sqlite_copy
 from tests.runtime.conftest import step_app
@@ -161,9 +162,19 @@ async def test_a_handed_over_delivery_survives_a_kill_of_its_process(
             result = await eventually(
                 lambda: Unit(engine, time.time).get("done", event_id), timeout=10
             )
+            async with engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        select(deliveries.c.attempts, deliveries.c.interruptions).where(
+                            deliveries.c.event_id == event_id
+                        )
+                    )
+                ).one()
         finally:
             await engine.dispose()
-    assert result == {"attempt": 2}
+    # The killed run had no outcome: the same attempt ran again, counted as one interruption.
+    assert result == {"attempt": 1}
+    assert tuple(row) == (1, 1)
 
 
 async def _async(value: Any) -> Any:
