@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from ._sqlite import inline_creator
 
@@ -99,10 +100,10 @@ def _install_sqlite_hooks(engine: AsyncEngine, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "immediate")
-        if mode == "immediate":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        elif mode == "deferred":
-            conn.exec_driver_sql("BEGIN")
+        if mode in ("immediate", "deferred"):
+            # Straight to our driver (InlineConnection.begin), not through SQLAlchemy's execute.
+            inline: Any = conn.connection.driver_connection
+            await_only(inline.begin("BEGIN IMMEDIATE" if mode == "immediate" else "BEGIN"))
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -123,6 +124,17 @@ _SQLITE_FULL, _SQLITE_CANTOPEN = 13, 14
 _SQLITE_UNAVAILABLE = {_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_IOERR, _SQLITE_CANTOPEN}
 _SQLITE_UNAVAILABLE_TEXT = ("database is locked", "unable to open database file", "disk i/o error")
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def own_errors() -> Iterator[None]:
+    """Around statements sent to the driver directly (not through the engine): their errors are
+    the application database's own, as the engine would have marked them."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        setattr(exc, _OWN, True)
+        raise
 
 
 def _mark_own_errors(engine: AsyncEngine) -> None:

@@ -138,6 +138,10 @@ class InlineConnection:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
+    async def begin(self, statement: str) -> None:
+        """BEGIN without a cursor (waiting, without blocking, for a lock held elsewhere)."""
+        await self._run(lambda: self._conn.execute(statement))
+
     def cursor(self) -> InlineCursor:
         return InlineCursor(self)
 
@@ -158,6 +162,17 @@ class InlineConnection:
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)
+
+
+def driver_connection(conn: Any) -> sqlite3.Connection:
+    """The sqlite3 connection under an AsyncConnection of our engine, for hot paths inside a
+    transaction that already holds the write lock (no wait can happen), where SQLAlchemy's
+    per-statement work costs more than SQLite's own. Errors are the caller's to mark
+    (`_db.own_errors`)."""
+    inline = conn.sync_connection.connection.driver_connection
+    if not isinstance(inline, InlineConnection) or not inline._conn.in_transaction:
+        raise RuntimeError("driver_connection: not an open transaction of a Stepwise engine")
+    return inline._conn
 
 
 def inline_creator(database: str, lock_timeout: float = 30.0) -> Callable[[], Any]:

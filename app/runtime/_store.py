@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,7 +28,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _json
+from ._db import own_errors
 from ._schema import cron_marks, deliveries, events, state, step_runs
+from ._sqlite import driver_connection
 from ._wakeup import CHANNEL as WORK_CHANNEL
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +252,16 @@ def _sqlite_insert_deliveries(rows: int, returning: bool) -> str:
 async def _insert_events_sqlite(
     conn: AsyncConnection, new: Sequence[NewEvent], now: float, offer: LeaseOffer | None
 ) -> int:
-    await conn.exec_driver_sql(
+    with own_errors():
+        return _insert_events_sqlite_rows(driver_connection(conn), new, now, offer)
+
+
+def _insert_events_sqlite_rows(
+    db: sqlite3.Connection, new: Sequence[NewEvent], now: float, offer: LeaseOffer | None
+) -> int:
+    """Straight to the driver: the transaction holds the write lock, and SQLAlchemy's work for
+    two statements cost more than SQLite's for the rows (0.4 ms of a 23-event emit's 1.3)."""
+    db.executemany(
         _SQLITE_INSERT_EVENTS, [(e.id, e.topic, e.data, e.trace_id, e.emitted_by, now) for e in new]
     )
     rows: list[tuple[Any, ...]] = []
@@ -275,16 +287,16 @@ async def _insert_events_sqlite(
             )
     if offer is None or not leased:
         if rows:
-            await conn.exec_driver_sql(_sqlite_insert_deliveries(1, False), rows)
+            db.executemany(_sqlite_insert_deliveries(1, False), rows)
         return len(rows)
     # One statement per chunk, not executemany: the leased deliveries' ids come back with it.
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         sql = _sqlite_insert_deliveries(len(chunk), True)
         params = tuple(itertools.chain.from_iterable(chunk))
-        for row in await conn.exec_driver_sql(sql, params):
-            if row.lease_token is not None:
-                leased[row.lease_token].id = row.id
+        for delivery_id, token in db.execute(sql, params):
+            if token is not None:
+                leased[token].id = delivery_id
     offer.taken(list(leased.values()))
     return len(rows)
 

@@ -4,14 +4,16 @@ way, a failed emit gives the room back, and a kill loses nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.runtime import Runtime
 from app.runtime._db import create_engine
@@ -99,24 +101,24 @@ async def test_an_idle_workers_own_emits_are_handed_over_and_the_rest_claimed(
 async def test_an_emit_that_fails_after_the_handover_gives_the_room_back(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    faults = {"left": 1}
     async with step_app(tmp_path, sqlite_url, STEPS, worker_concurrency=1) as client:
         runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
         worker = runtime.worker
         assert worker is not None
-
-        @event.listens_for(runtime.engine.sync_engine, "before_cursor_execute")
-        def _full(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            # the deliveries' INSERT, after the worker took them: the emit fails
-            if "RETURNING id, lease_token" in statement and faults["left"] > 0:
-                faults["left"] -= 1
-                raise sqlite3.OperationalError("database or disk is full")
-
         await eventually(lambda: _async(worker._waiting))
+        # The deliveries' INSERT, after the worker took them, fails in the database itself (a
+        # trigger, as SQLite fails a write on a full disk): the emit fails.
+        with _sqlite(sqlite_url) as db:
+            db.execute(
+                "CREATE TRIGGER full_disk BEFORE INSERT ON stepwise_deliveries "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
         failed = await client.post("/emit/free")
+        with _sqlite(sqlite_url) as db:
+            db.execute("DROP TRIGGER full_disk")
         assert failed.status_code == 507  # the error envelope: storage full, not a 500
         assert failed.json()["code"] == "insufficient_storage"
-        assert faults["left"] == 0
+        assert worker.handed_over == 0
         # With one slot, a slot kept by the failed emit would stall the worker for good.
         await eventually(lambda: _async(worker._waiting))
         event_id = (await client.post("/emit/free")).json()["event_id"]
@@ -175,6 +177,15 @@ async def test_a_handed_over_delivery_survives_a_kill_of_its_process(
     # The killed run had no outcome: the same attempt ran again, counted as one interruption.
     assert result == {"attempt": 1}
     assert tuple(row) == (1, 1)
+
+
+@contextlib.contextmanager
+def _sqlite(url: str) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 async def _async(value: Any) -> Any:
