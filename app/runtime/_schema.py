@@ -77,16 +77,27 @@ deliveries = Table(
     Column("errors", Text, nullable=False, default="[]"),  # JSON list, one entry per failure
     Column("created_at", Double, nullable=False),
     Column("finished_at", Double, nullable=True),
-    Index("ix_stepwise_deliveries_status_available", "status", "available_at"),
-    Index("ix_stepwise_deliveries_step_status", "step", "status"),
-    Index("ix_stepwise_deliveries_group", "step", "message_group_id", "id"),
-    Index("ix_stepwise_deliveries_trace_id", "trace_id"),
-    # Claims scan only unfinished deliveries, in id order, however many are done.
+    # The queue: a claim reads the due pending deliveries in exactly this order and stops at
+    # its limit, however long the backlog (no sort, whatever the planner's statistics say);
+    # running ones (leases), dead letters and done history are found by their status too.
+    Index("ix_stepwise_deliveries_queue", "status", "available_at", "id"),
+    # Only deliveries of a message group: the FIFO check looks for an earlier one of its group.
     Index(
-        "ix_stepwise_deliveries_unfinished",
+        "ix_stepwise_deliveries_group",
+        "step",
+        "message_group_id",
         "id",
-        sqlite_where=text("status IN ('pending', 'running')"),
-        postgresql_where=text("status IN ('pending', 'running')"),
+        sqlite_where=text("message_group_id IS NOT NULL"),
+        postgresql_where=text("message_group_id IS NOT NULL"),
+    ),
+    Index("ix_stepwise_deliveries_trace_id", "trace_id"),
+    # Acks, renewals and give-backs find their deliveries by lease token, never by scanning the
+    # running ones (on Postgres a status's index entries include every dead version).
+    Index(
+        "ix_stepwise_deliveries_lease",
+        "lease_token",
+        sqlite_where=text("lease_token IS NOT NULL"),
+        postgresql_where=text("lease_token IS NOT NULL"),
     ),
     implicit_returning=False,  # inserts never need the new ids back: skip RETURNING
 )

@@ -16,10 +16,10 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     cast,
     delete,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -377,16 +377,23 @@ class Claimed:
     interruptions: int = 0  # earlier runs of this attempt cut short by their worker's death
 
 
+def _status_is(table: Any, status: str) -> Any:
+    """`status = 'pending'` with the status written into the SQL, not bound: a prepared
+    statement's generic plan then still knows which part of the queue index it reads (with a
+    parameter, Postgres may plan for any status and scan a whole status's entries, dead versions
+    included). Statuses are the runtime's own constants, never input."""
+    if status not in _STATUSES:
+        raise ValueError(f"unknown delivery status {status!r}")
+    return table.c.status == literal_column(f"'{status}'")
+
+
+_STATUSES = ("pending", "running", "done", "dead")
+
+
 def _claimable(table: Any) -> Any:
-    now: Any = bindparam("now")
-    return and_(
-        # redundant, and spelled as the partial index's WHERE so the planners may use it
-        text(f"{table.name}.status IN ('pending', 'running')"),
-        or_(
-            and_(table.c.status == "pending", table.c.available_at <= now),
-            and_(table.c.status == "running", table.c.lease_expires_at < now),
-        ),
-    )
+    """Due pending deliveries: the head of ix_stepwise_deliveries_queue. A running one whose
+    lease expired is made pending again first (`rescue_expired`)."""
+    return and_(_status_is(table, "pending"), table.c.available_at <= bindparam("now"))
 
 
 def _fifo_head(table: Any) -> Any:
@@ -399,7 +406,7 @@ def _fifo_head(table: Any) -> Any:
             earlier.c.step == table.c.step,
             earlier.c.message_group_id == table.c.message_group_id,
             earlier.c.id < table.c.id,
-            earlier.c.status.in_(("pending", "running")),
+            or_(_status_is(earlier, "pending"), _status_is(earlier, "running")),
         )
         .exists(),
     )
@@ -415,7 +422,8 @@ def _claim_statement() -> Any:
             _claimable(candidate),
             _fifo_head(candidate),
         )
-        .order_by(candidate.c.id)
+        # The queue index's own order: read in order, stopped at the limit, never sorted.
+        .order_by(candidate.c.available_at, candidate.c.id)
         .limit(bindparam("limit", type_=Integer))
         .with_for_update(skip_locked=True)
     )
@@ -424,17 +432,7 @@ def _claim_statement() -> Any:
         .where(deliveries.c.id.in_(ids.scalar_subquery()))
         .values(
             status="running",
-            # A running delivery is claimed only once its lease expired: its worker died (or
-            # lost the database) mid-run. That run had no outcome, so it runs again as the same
-            # attempt, and the interruption is counted on its own (see MAX_INTERRUPTIONS).
-            attempts=case(
-                (deliveries.c.status == "running", deliveries.c.attempts),
-                else_=deliveries.c.attempts + 1,
-            ),
-            interruptions=case(
-                (deliveries.c.status == "running", deliveries.c.interruptions + 1),
-                else_=deliveries.c.interruptions,
-            ),
+            attempts=deliveries.c.attempts + 1,
             lease_token=bindparam("token_prefix", type_=String) + cast(deliveries.c.id, String),
             lease_owner=bindparam("owner", type_=String),
             lease_expires_at=bindparam("expires_at", type_=Double),
@@ -524,7 +522,7 @@ async def running_count(conn: AsyncConnection, step: str, now: float) -> int:
                 .select_from(deliveries)
                 .where(
                     deliveries.c.step == step,
-                    deliveries.c.status == "running",
+                    _status_is(deliveries, "running"),
                     deliveries.c.lease_expires_at >= now,
                 )
             )
@@ -548,12 +546,12 @@ async def ack(conn: AsyncConnection, tokens: Sequence[str], now: float) -> set[i
     return {row[0] for row in result}
 
 
+# A delivery holds a lease token exactly while it runs (every way out of `running` clears it):
+# the acks, renewals and give-backs below look their deliveries up by token alone, through
+# ix_stepwise_deliveries_lease, never by the running status's index entries.
 _ACK = (
     update(deliveries)
-    .where(
-        deliveries.c.lease_token.in_(bindparam("tokens", expanding=True)),
-        deliveries.c.status == "running",
-    )
+    .where(deliveries.c.lease_token.in_(bindparam("tokens", expanding=True)))
     .values(
         status="done",
         lease_token=None,
@@ -612,7 +610,7 @@ async def renew_leases(conn: AsyncConnection, tokens: Sequence[str], expires_at:
         return 0
     result = await conn.execute(
         update(deliveries)
-        .where(deliveries.c.lease_token.in_(list(tokens)), deliveries.c.status == "running")
+        .where(deliveries.c.lease_token.in_(list(tokens)))
         .values(lease_expires_at=expires_at)
     )
     return int(result.rowcount)
@@ -647,21 +645,37 @@ async def release_leases(
                 deliveries.c.lease_token.in_(list(tokens)),
                 *(deliveries.c.lease_token.startswith(p, autoescape=True) for p in prefixes),
             ),
-            deliveries.c.status == "running",
         )
         .values(**values)
     )
     return int(result.rowcount)
 
 
-async def expire_leases_of(conn: AsyncConnection, owners: Sequence[str]) -> int:
-    """Make the leases of dead worker processes claimable at once."""
-    if not owners:
+async def rescue_expired(
+    conn: AsyncConnection, now: float, *, owners: Sequence[str] | None = None
+) -> int:
+    """Deliveries whose worker stopped without an outcome (the lease expired, or `owners`: dead
+    worker processes) become pending again, first in line (their `available_at` is kept). The
+    run had no outcome, so its attempt is undone, and the interruption is counted on its own
+    (a delivery that keeps taking its workers down is dead-lettered, see MAX_INTERRUPTIONS)."""
+    if owners is not None and not owners:
         return 0
+    whose = (
+        deliveries.c.lease_expires_at < now
+        if owners is None
+        else deliveries.c.lease_owner.in_(list(owners))
+    )
     result = await conn.execute(
         update(deliveries)
-        .where(deliveries.c.lease_owner.in_(list(owners)), deliveries.c.status == "running")
-        .values(lease_expires_at=0.0)
+        .where(_status_is(deliveries, "running"), whose)
+        .values(
+            status="pending",
+            attempts=deliveries.c.attempts - 1,
+            interruptions=deliveries.c.interruptions + 1,
+            lease_token=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
     )
     return int(result.rowcount)
 
@@ -669,30 +683,41 @@ async def expire_leases_of(conn: AsyncConnection, owners: Sequence[str]) -> int:
 async def lease_owners(conn: AsyncConnection) -> list[str]:
     rows = await conn.execute(
         select(deliveries.c.lease_owner)
-        .where(deliveries.c.status == "running", deliveries.c.lease_owner.is_not(None))
+        .where(_status_is(deliveries, "running"), deliveries.c.lease_owner.is_not(None))
         .distinct()
     )
     return [r[0] for r in rows]
 
 
-async def next_due(conn: AsyncConnection, steps: Iterable[str]) -> float | None:
-    """When the earliest pending delivery becomes due or the earliest lease expires."""
+@dataclass(slots=True)
+class Due:
+    """When the earliest pending delivery becomes due, and the earliest lease expires."""
+
+    pending: float | None
+    lease: float | None
+
+    @property
+    def earliest(self) -> float | None:
+        values = [v for v in (self.pending, self.lease) if v is not None]
+        return min(values) if values else None
+
+
+async def next_due(conn: AsyncConnection, steps: Iterable[str]) -> Due:
     step_list = list(steps)
     if not step_list:
-        return None
+        return Due(None, None)
     pending = (
         select(func.min(deliveries.c.available_at))
-        .where(deliveries.c.status == "pending", deliveries.c.step.in_(step_list))
+        .where(_status_is(deliveries, "pending"), deliveries.c.step.in_(step_list))
         .scalar_subquery()
     )
     leased = (
         select(func.min(deliveries.c.lease_expires_at))
-        .where(deliveries.c.status == "running", deliveries.c.step.in_(step_list))
+        .where(_status_is(deliveries, "running"), deliveries.c.step.in_(step_list))
         .scalar_subquery()
     )
     row = (await conn.execute(select(pending, leased))).first()
-    values = [v for v in (row or ()) if v is not None]
-    return min(values) if values else None
+    return Due(None, None) if row is None else Due(row[0], row[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -713,7 +738,7 @@ async def list_dead(conn: AsyncConnection, limit: int = 100) -> list[dict[str, A
             deliveries.c.created_at,
             deliveries.c.data,
         )
-        .where(deliveries.c.status == "dead")
+        .where(_status_is(deliveries, "dead"))
         .order_by(deliveries.c.id.desc())
         .limit(limit)
     )
@@ -738,7 +763,7 @@ async def replay_dead(conn: AsyncConnection, ids: Sequence[int] | None, now: flo
     """Put dead letters back in the queue with fresh attempts. Replaying twice is a no-op."""
     stmt = (
         update(deliveries)
-        .where(deliveries.c.status == "dead")
+        .where(_status_is(deliveries, "dead"))
         .values(status="pending", attempts=0, interruptions=0, available_at=now, finished_at=None)
         .returning(deliveries.c.id)
     )
@@ -753,7 +778,7 @@ async def purge_history(conn: AsyncConnection, before: float) -> dict[str, int]:
     Dead letters and anything unfinished are kept whatever their age.
     """
     done = await conn.execute(
-        delete(deliveries).where(deliveries.c.status == "done", deliveries.c.finished_at < before)
+        delete(deliveries).where(_status_is(deliveries, "done"), deliveries.c.finished_at < before)
     )
     unfinished = select(deliveries.c.event_id).where(
         deliveries.c.event_id.is_not(None), deliveries.c.status != "done"

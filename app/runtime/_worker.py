@@ -104,6 +104,9 @@ class Handoff:
             worker.wake()
 
 
+# While claiming, leases that expired (their worker died) are looked for this often.
+RESCUE_EVERY_SECONDS = 1.0
+
 # Runs of one delivery cut short by their worker's death (SIGKILL, out of memory, a power cut)
 # before it is dead-lettered as a poison message. Such a run had no outcome, so it does not use
 # up an attempt: a crash during the last attempt runs that attempt again.
@@ -158,6 +161,13 @@ class Worker:
         # True while the claim loop is idle (its last claim found nothing due), so that an emit
         # of this process may hand its deliveries straight over (`handoff`) overtaking none.
         self._waiting = False
+        # ...and, meanwhile, whether a due delivery waits on another one (its message group's
+        # head, its step's concurrency limit): each delivery that finishes wakes the loop.
+        self._blocked = False
+        self._blocked_wait = 0.01  # doubles while nothing of what is due can be claimed
+        # Expired leases are queued again before a claim: when one is seen, and every second.
+        self._rescue_wanted = False
+        self._rescue_at = 0.0
         self.processed = 0
         self.handed_over = 0
 
@@ -242,8 +252,23 @@ class Worker:
                 if not _pid_alive(int(parts[1])):
                     dead.append(owner)
             if dead:
-                count = await _store.expire_leases_of(conn, dead)
+                now = self.runtime.clock.now()
+                count = await _store.rescue_expired(conn, now, owners=dead)
                 self._log.info("recovered deliveries of dead workers", count=count, owners=dead)
+
+    async def _rescue(self, now: float) -> None:
+        """Queue again what workers that stopped mid-run (their leases expired) left running."""
+        self._rescue_wanted = False
+        self._rescue_at = now + RESCUE_EVERY_SECONDS
+        if self.runtime.is_sqlite:
+            async with self.runtime.engine.begin() as conn:
+                count = await _store.rescue_expired(conn, now)
+        else:  # one statement: in autocommit, one round trip on the claim's path
+            async with self.runtime.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                count = await _store.rescue_expired(conn, now)
+        if count:
+            self._log.warning("queued again deliveries whose worker stopped mid-run", count=count)
 
     # -- claiming -------------------------------------------------------------------------------
 
@@ -265,7 +290,7 @@ class Worker:
                     self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
                 if claimed:
                     # Busy: look again soon even without a wake-up (SQLite across processes).
-                    self._poll = 0.01
+                    self._poll = self._blocked_wait = 0.01
                     # Let the handlers just created start before the next claim is prepared.
                     await asyncio.sleep(0)
                     continue
@@ -279,6 +304,8 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = self.runtime.clock.now()
+        if self._rescue_wanted or now >= self._rescue_at:
+            await self._rescue(now)
         prefix = f"{self.owner}:{next(self._claims)}:"
         claim = functools.partial(
             _store.claim,
@@ -325,31 +352,50 @@ class Worker:
             raise
 
     async def _idle(self) -> None:
-        """Sleep until woken (an emit, a NOTIFY, the clock) or the next delivery is due.
+        """Sleep until woken (an emit, a NOTIFY, a delivery finishing, the clock) or until the
+        next delivery is due or the next lease expires.
 
         Idle, this costs one query per poll interval; the interval shrinks to 10 ms while work
-        keeps coming and grows back to the setting when it stops. Meanwhile (the last claim found
-        nothing due) an emit of this process may hand its deliveries straight over.
+        keeps coming and grows back to the setting when it stops. A delivery that is due but
+        was not claimable (its message group's head still runs, or its step is at its
+        concurrency limit) is looked at again when a delivery finishes, or after a wait that
+        doubles from 10 ms: never in a busy loop. Meanwhile (nothing claimable) an emit of this
+        process may hand its deliveries straight over.
         """
         self._waiting = True
+        first = True
         try:
             while not self._stopping:
                 async with self.runtime.read_connection() as conn:
                     due = await _store.next_due(conn, self._all_steps)
                 now = self.runtime.clock.now()
-                if due is not None and due <= now:
+                if due.lease is not None and due.lease <= now:
+                    self._rescue_wanted = True
                     return
+                # On the first look the claim has just found nothing: what is due is blocked.
+                self._blocked = due.pending is not None and due.pending <= now
+                if self._blocked and not first:
+                    return
+                first = False
                 self._poll = min(self._poll * 2, self.runtime.poll_seconds)
-                timeout = self._poll if due is None else min(self._poll, due - now + 0.001)
+                timeout = self._poll
+                if self._blocked:
+                    timeout = self._blocked_wait
+                    self._blocked_wait = min(self._blocked_wait * 2, self.runtime.poll_seconds)
+                for at in (due.pending, due.lease):
+                    if at is not None and at > now:
+                        timeout = min(timeout, at - now + 0.001)
                 try:
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
                     return
                 except TimeoutError:
-                    if due is not None and due <= self.runtime.clock.now():
+                    earliest = due.earliest
+                    if earliest is not None and now < earliest <= self.runtime.clock.now():
                         return
         finally:
             self._waiting = False
+            self._blocked = False
 
     # -- running --------------------------------------------------------------------------------
 
@@ -469,6 +515,8 @@ class Worker:
         finally:
             self._held.pop(item.lease_token, None)
             self._tasks.pop(item.lease_token, None)
+        if self._blocked:
+            self.wake()  # what waited on this delivery (its group, its step's limit) may go
         self.processed += 1
         self.runtime.recorder.record(
             StepRun(
