@@ -22,6 +22,7 @@ from ._errors import AppError, EmitError
 from ._logging import get_logger
 from ._node import NodePool
 from ._recorder import Recorder, StepRun
+from ._sqlite_wakeup import WakeupReceiver, WakeupSender, wakeup_folder
 from ._steps import Registry, Step, discover
 from ._store import NewEvent
 from ._stream_http import mount_streams
@@ -111,6 +112,8 @@ class Runtime:
             cancel_grace=self.settings.node_cancel_grace_seconds,
         )
         self.started = False
+        self._wakeup_receiver: WakeupReceiver | None = None
+        self._wakeup_sender: WakeupSender | None = None
 
     @classmethod
     def from_folder(cls, steps_dir: Path, engine: AsyncEngine, **kwargs: Any) -> Runtime:
@@ -144,6 +147,9 @@ class Runtime:
         if worker and self.registry.queued_steps:
             self.worker = Worker(self, concurrency=concurrency or self.settings.worker_concurrency)
             await self.worker.start()
+            if self.is_sqlite:
+                self._wakeup_receiver = WakeupReceiver(self._wakeup_folder(), self.worker.wake)
+                self._wakeup_receiver.open()
         if not self.is_sqlite and (self.worker is not None or self._notify_listeners):
             channels = sorted({CHANNEL, *self._notify_listeners})
             self.listener = PgListener(self.engine.url, self._on_notify, channels)
@@ -157,6 +163,9 @@ class Runtime:
         await self.stream_hub.shutdown()
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self._wakeup_receiver is not None:
+            self._wakeup_receiver.close()
+            self._wakeup_receiver = None
         if self.worker is not None:
             await self.worker.stop(grace)
         if self.node is not None:
@@ -188,9 +197,17 @@ class Runtime:
         return self.worker.handoff()
 
     def notify_local(self) -> None:
-        """New work was committed by this process: wake our own worker at once."""
+        """New work was committed by this process: wake our own worker at once, or (SQLite,
+        where there is no NOTIFY) the worker processes of the same database file."""
         if self.worker is not None:
             self.worker.wake()
+        elif self.is_sqlite:
+            if self._wakeup_sender is None:
+                self._wakeup_sender = WakeupSender(self._wakeup_folder())
+            self._wakeup_sender.notify()
+
+    def _wakeup_folder(self) -> Path:
+        return wakeup_folder(self.engine.url.database or "")
 
     def read_connection(self) -> _ReadConnection:
         return _ReadConnection(self.engine)

@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from app.runtime import Runtime, discover
 from app.runtime._db import create_engine
 from app.runtime._schema import deliveries
+from app.runtime._sqlite_wakeup import wakeup_folder
 from app.runtime._unit import Unit
+from tests.conftest import sqlite_copy
 from tests.support import ROOT, eventually, write_steps
 
 pytestmark = pytest.mark.slow
@@ -295,3 +298,29 @@ async def _listening(runtime: Runtime) -> bool:
         return bool(count)
     except Exception:
         return False
+
+
+async def test_a_sqlite_worker_process_is_woken_by_another_process_commit(
+    tmp_path: Path, _sqlite_template: Path
+) -> None:
+    """SQLite has no NOTIFY: the process that commits an emit wakes the worker processes of
+    the same file itself. The worker here polls only once a minute, so the event is handled
+    well within the test's 10 s only if the wake-up arrives."""
+    url = sqlite_copy(_sqlite_template, tmp_path)
+    steps = write_steps(tmp_path, COUNTER)
+    folder = wakeup_folder(make_url(url).database or "")
+    async with producer(url, steps) as runtime:
+        with workers(url, steps) as procs:
+            start_worker(procs, url, steps, SQLITE_POLL_SECONDS="60")
+            await eventually(lambda: _async(any(folder.glob("*.sock"))), timeout=30)
+            await asyncio.sleep(0.5)  # its first claim found nothing: it now sleeps for 60 s
+            await runtime.emit("tick", {"i": 1})
+            count = await eventually(lambda: state(runtime, "kill", "count"), timeout=10)
+            procs[0].send_signal(signal.SIGTERM)
+            assert procs[0].wait(timeout=30) == 0
+    assert count == 1
+    assert not any(folder.glob("*.sock"))  # the stopped worker took its socket away
+
+
+async def _async(value: Any) -> Any:
+    return value
