@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from . import _json
 from ._errors import EmitError
 from ._store import NewEvent
+from ._tracing import time_ordered_hex
 from ._unit import Unit, _ReadConnection
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ async def _reader_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return time_ordered_hex()
 
 
 def validate_event_data(runtime_step: Step, topic: str, data: Any, model: type[BaseModel]) -> Any:

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +14,7 @@ import psycopg
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
 from ._sqlite import inline_creator
@@ -104,6 +104,14 @@ def _install_sqlite_hooks(engine: AsyncEngine, synchronous: str) -> None:
             # Straight to our driver (InlineConnection.begin), not through SQLAlchemy's execute.
             inline: Any = conn.connection.driver_connection
             await_only(inline.begin("BEGIN IMMEDIATE" if mode == "immediate" else "BEGIN"))
+
+
+@contextlib.asynccontextmanager
+async def one_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """Postgres: a connection in autocommit, for a write that is one statement (atomic by
+    itself): one round trip instead of three (BEGIN, the statement, COMMIT)."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

@@ -18,6 +18,7 @@ from ._clock import Clock
 from ._config import ApiStepConfig, CronStepConfig, EventStepConfig
 from ._context import Context, encode_event_data, new_id, validate_event_data
 from ._cron import CronScheduler
+from ._db import one_statement
 from ._errors import AppError, EmitError
 from ._logging import get_logger
 from ._node import NodePool
@@ -39,6 +40,10 @@ Translator = Callable[..., str]
 Authenticator = Callable[[str], Awaitable[Any]]
 # (step, req, ctx, call_next) -> result: wraps every API step (the app's rate limiter, ...).
 ApiMiddleware = Callable[[Step, Any, Context, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+# The longest message group id (the deliveries' column holds 200 characters).
+MAX_GROUP_ID = 200
 
 
 @dataclass
@@ -327,6 +332,13 @@ class Runtime:
             )
         if delay < 0:
             raise EmitError(f"emit of {topic!r}: delay must be >= 0 seconds")
+        if message_group_id is not None:
+            message_group_id = str(message_group_id)
+            if not 0 < len(message_group_id) <= MAX_GROUP_ID or "\x00" in message_group_id:
+                raise EmitError(
+                    f"emit of {topic!r}: message_group_id must be 1 to {MAX_GROUP_ID} "
+                    "characters, without NUL"
+                )
         subscribers = self.registry.subscribers.get(topic, [])
         for sub in subscribers:
             assert isinstance(sub.config, EventStepConfig)
@@ -340,7 +352,7 @@ class Runtime:
             trace_id=trace_id,
             emitted_by=emitted_by.name if emitted_by is not None else None,
             delay=delay,
-            message_group_id=str(message_group_id) if message_group_id is not None else None,
+            message_group_id=message_group_id,
             subscribers=[
                 (s.name, s.config.retry.max_attempts)  # type: ignore[union-attr]
                 for s in subscribers
@@ -379,8 +391,13 @@ class Runtime:
                     message_group_id=emit.get("message_group_id"),
                 )
             )
-        # In a transaction, not autocommit, though it is one statement on Postgres: if the
-        # connection is cut, nothing was written unless our COMMIT arrived.
+        if not self.is_sqlite:
+            # One statement, atomic by itself: in autocommit, one round trip. A connection cut
+            # while it runs leaves the caller unsure, as a cut during a COMMIT would.
+            async with one_statement(self.engine) as conn:
+                await _store.insert_events(conn, batch, self.clock.now(), notify=True)
+            self.notify_local()
+            return [e.id for e in batch]
         handoff = self.handoff()
         with _store.settling(handoff):
             async with self.engine.begin() as conn:

@@ -125,30 +125,33 @@ class NewEvent:
     subscribers: list[tuple[str, int]] = field(default_factory=list)
 
 
-# On Postgres an emit's events and deliveries go in as ONE statement (arrays unnested, in
-# order, so delivery ids follow the emits), with the workers' NOTIFY folded in: one round trip
-# instead of three (two INSERTs and a NOTIFY), still inside the caller's transaction.
+# On Postgres an emit's events and deliveries go in as ONE statement, with the workers' NOTIFY
+# folded in: one round trip instead of three (two INSERTs and a NOTIFY), still inside the
+# caller's transaction. The rows travel as two JSON documents (orjson writes them in C, the
+# server reads them in C), each event's data once: psycopg's text arrays escaped every element
+# through a regular expression, which cost more than the server's work.
 _PG_INSERT_EVENTS = text(
     """
-    WITH new_events AS (
+    WITH batch AS (
+        SELECT *
+        FROM ROWS FROM (json_to_recordset(CAST(:events AS json))
+                        AS (id text, topic text, data text, trace_id text, emitted_by text,
+                            available_at double precision, message_group_id text))
+             WITH ORDINALITY AS e(id, topic, data, trace_id, emitted_by, available_at,
+                                  message_group_id, n)
+    ), new_events AS (
         INSERT INTO stepwise_events (id, topic, data, trace_id, emitted_by, created_at)
-        SELECT e.id, e.topic, e.data, e.trace_id, e.emitted_by, :now
-        FROM unnest(CAST(:e_id AS text[]), CAST(:e_topic AS text[]), CAST(:e_data AS text[]),
-                    CAST(:e_trace AS text[]), CAST(:e_by AS text[]))
-             AS e(id, topic, data, trace_id, emitted_by)
+        SELECT id, topic, data, trace_id, emitted_by, :now FROM batch ORDER BY n
     ), new_deliveries AS (
         INSERT INTO stepwise_deliveries (event_id, step, topic, data, status, attempts,
                                          max_attempts, available_at, message_group_id,
                                          trace_id, errors, created_at)
-        SELECT d.event_id, d.step, d.topic, d.data, 'pending', 0, d.max_attempts,
-               d.available_at, d.message_group_id, d.trace_id, '[]', :now
-        FROM unnest(CAST(:d_event AS text[]), CAST(:d_step AS text[]), CAST(:d_topic AS text[]),
-                    CAST(:d_data AS text[]), CAST(:d_max AS integer[]),
-                    CAST(:d_available AS double precision[]), CAST(:d_group AS text[]),
-                    CAST(:d_trace AS text[]))
-             WITH ORDINALITY
-             AS d(event_id, step, topic, data, max_attempts, available_at, message_group_id,
-                  trace_id, n)
+        SELECT e.id, d.step, e.topic, e.data, 'pending', 0, d.max_attempts, e.available_at,
+               e.message_group_id, e.trace_id, '[]', :now
+        FROM ROWS FROM (json_to_recordset(CAST(:deliveries AS json))
+                        AS (event integer, step text, max_attempts integer))
+             WITH ORDINALITY AS d(event, step, max_attempts, n)
+        JOIN batch AS e ON e.n = d.event
         ORDER BY d.n
         RETURNING 1
     )
@@ -204,24 +207,31 @@ async def insert_events(
     if not new:
         return 0
     if conn.dialect.name == "postgresql":
-        subscriptions = [(e, step, most) for e in new for step, most in e.subscribers]
         params = {
             "now": now,
             "notify": notify,
             "channel": WORK_CHANNEL,
-            "e_id": [e.id for e in new],
-            "e_topic": [e.topic for e in new],
-            "e_data": [e.data for e in new],
-            "e_trace": [e.trace_id for e in new],
-            "e_by": [e.emitted_by for e in new],
-            "d_event": [e.id for e, _, _ in subscriptions],
-            "d_step": [step for _, step, _ in subscriptions],
-            "d_topic": [e.topic for e, _, _ in subscriptions],
-            "d_data": [e.data for e, _, _ in subscriptions],
-            "d_max": [most for _, _, most in subscriptions],
-            "d_available": [now + e.delay for e, _, _ in subscriptions],
-            "d_group": [e.message_group_id for e, _, _ in subscriptions],
-            "d_trace": [e.trace_id for e, _, _ in subscriptions],
+            "events": _json.dumps(
+                [
+                    {
+                        "id": e.id,
+                        "topic": e.topic,
+                        "data": e.data,
+                        "trace_id": e.trace_id,
+                        "emitted_by": e.emitted_by,
+                        "available_at": now + e.delay,
+                        "message_group_id": e.message_group_id,
+                    }
+                    for e in new
+                ]
+            ),
+            "deliveries": _json.dumps(
+                [
+                    {"event": n, "step": step, "max_attempts": most}
+                    for n, e in enumerate(new, 1)
+                    for step, most in e.subscribers
+                ]
+            ),
         }
         return int((await conn.execute(_PG_INSERT_EVENTS, params)).scalar_one())
     return await _insert_events_sqlite(conn, new, now, offer)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import _json, _store, _stream_store
 from ._config import CronStepConfig, EventStepConfig, RetryPolicy
 from ._context import Event
-from ._db import database_outage
+from ._db import database_outage, one_statement
 from ._logging import get_logger
 from ._recorder import StepRun
 from ._store import Claimed, Failure
@@ -264,8 +264,7 @@ class Worker:
             async with self.runtime.engine.begin() as conn:
                 count = await _store.rescue_expired(conn, now)
         else:  # one statement: in autocommit, one round trip on the claim's path
-            async with self.runtime.engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with one_statement(self.runtime.engine) as conn:
                 count = await _store.rescue_expired(conn, now)
         if count:
             self._log.warning("queued again deliveries whose worker stopped mid-run", count=count)
@@ -343,8 +342,7 @@ class Worker:
         # back, by the claim's token prefix, as soon as the database answers again, instead of
         # waiting for their leases to expire.
         try:
-            async with self.runtime.engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with one_statement(self.runtime.engine) as conn:
                 return list(await claim(conn, steps=self._free_steps, limit=limit))
         except BaseException:
             self._unsure_claims.add(prefix)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +176,23 @@ async def test_a_handler_past_its_timeout_is_cancelled_and_retried(
         await eventually(lambda: _async(calls(client, "Slow") == [1, 2]), timeout=10)
         final = await eventually(lambda: state_of(client, "slow"))
     assert final == {"attempt-2": True}
+
+
+async def test_event_and_trace_ids_grow_with_time(tmp_path: Path, any_db_url: str) -> None:
+    """Time-ordered ids (the time in ms first, then 80 random bits): new rows land at the end of
+    the id and trace indexes instead of on random pages, and a trace id is still W3C's."""
+    async with step_app(tmp_path, any_db_url, FLAKY) as client:
+        runtime = runtime_of(client)
+        ids, traces = [], []
+        for _ in range(3):
+            ids.append(await runtime.emit("job.fanout", {"n": 1}))
+            traces.append((await client.post("/start/fanout")).headers["x-trace-id"])
+            await asyncio.sleep(0.002)
+    for made in (ids, traces):
+        assert made == sorted(made) and len(set(made)) == 3
+        assert all(re.fullmatch("[0-9a-f]{32}", value) for value in made)
+        now_ms = time.time_ns() // 1_000_000
+        assert all(0 <= now_ms - int(value[:12], 16) < 60_000 for value in made)
 
 
 async def test_each_subscriber_gets_its_own_delivery_and_retries(

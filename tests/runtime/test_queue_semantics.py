@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.runtime import ManualClock, Runtime
+from app.runtime import EmitError, ManualClock, Runtime
 from tests.runtime.conftest import step_app
 from tests.runtime.test_workers import producer, start_worker, state, unfinished, workers
 from tests.support import eventually, run_cli, runtime_of, write_steps
@@ -107,6 +107,31 @@ async def test_a_delayed_emit_waits_and_survives_a_restart(tmp_path: Path, any_d
         assert module(client, "Later").SEEN == []
         clock.advance(61)
         await eventually(lambda: _true(module(client, "Later").SEEN == [{"x": 1}]))
+
+
+async def test_event_data_reaches_the_handler_exactly_and_in_its_group(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    """Quotes, backslashes, NUL, line separators and astral characters survive the emit's
+    statement (on Postgres the rows travel inside a JSON document) and the claim."""
+    data = {"s": 'q"uo\\te \x00 \u2028 é 🎉', "n": [1, 2.5, None], "nested": {"k": "v"}}
+    async with step_app(tmp_path, any_db_url, STEPS) as client:
+        runtime = runtime_of(client)
+        await runtime.emit("later", data, message_group_id="g" * 200)
+        await eventually(lambda: _true([data] == module(client, "Later").SEEN))
+
+
+async def test_an_emit_whose_message_group_cannot_be_stored_fails_and_queues_nothing(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    steps = write_steps(tmp_path, STEPS)
+    async with producer(any_db_url, steps) as runtime:
+        for group in ("a\x00b", "g" * 201, ""):
+            with pytest.raises(EmitError, match="message_group_id must be 1 to 200 characters"):
+                await runtime.emit("later", {"x": 1}, message_group_id=group)
+        assert await unfinished(runtime) == 0
+        await runtime.emit("later", {"x": 1}, message_group_id=42)  # not a string: its text
+        assert await unfinished(runtime) == 1
 
 
 async def test_cli_emit_checks_the_data_against_the_subscribers(
