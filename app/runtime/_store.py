@@ -690,6 +690,14 @@ async def rescue_expired(
     return int(result.rowcount)
 
 
+async def vacuum_queue(conn: AsyncConnection) -> None:
+    """Postgres, in autocommit: clear the queue table's dead row versions now. Every claim and
+    ack writes a new version of its row and new index entries; until a vacuum, a claim walks the
+    dead `pending` entries, which sort before the live ones. SKIP_LOCKED: if another worker is
+    vacuuming it already, this one does nothing."""
+    await conn.execute(text("VACUUM (SKIP_LOCKED) stepwise_deliveries"))
+
+
 async def lease_owners(conn: AsyncConnection) -> list[str]:
     rows = await conn.execute(
         select(deliveries.c.lease_owner)

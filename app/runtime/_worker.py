@@ -113,6 +113,14 @@ RESCUE_EVERY_SECONDS = 1.0
 MAX_INTERRUPTIONS = 3
 
 
+# Postgres: once a worker's claims have changed this many rows, it vacuums the queue table (at
+# most every VACUUM_MIN_SECONDS) rather than leave it to autovacuum, which looks once a minute at
+# most and only after a fifth of the table changed: at 1,500 events/s that is 90,000 dead row
+# versions for every claim to walk past, and an emit -> handler latency that doubles.
+VACUUM_AFTER_CHANGES = 5_000
+VACUUM_MIN_SECONDS = 2.0
+
+
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -168,6 +176,10 @@ class Worker:
         # Expired leases are queued again before a claim: when one is seen, and every second.
         self._rescue_wanted = False
         self._rescue_at = 0.0
+        # Rows our claims changed since the queue table was last vacuumed (Postgres).
+        self._churn = 0
+        self._vacuumed_at = 0.0
+        self._vacuum: asyncio.Task[None] | None = None
         self.processed = 0
         self.handed_over = 0
 
@@ -226,7 +238,7 @@ class Worker:
                 await asyncio.wait(pending, timeout=5)
         # Everything finished has been queued; let the committer drain it.
         await self._done.join()
-        for task in self._loops[1:]:
+        for task in [*self._loops[1:], *([self._vacuum] if self._vacuum else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -288,6 +300,7 @@ class Worker:
                     self._busy += 1
                     self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
                 if claimed:
+                    self._vacuum_when_due(len(claimed))
                     # Busy: look again soon even without a wake-up (SQLite across processes).
                     self._poll = self._blocked_wait = 0.01
                     # Let the handlers just created start before the next claim is prepared.
@@ -300,6 +313,28 @@ class Worker:
                 self._log.warning("claiming failed; retrying", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _vacuum_when_due(self, claimed: int) -> None:
+        """Postgres: vacuum the queue table in the background once enough rows changed."""
+        if self.runtime.is_sqlite:
+            return
+        self._churn += claimed
+        now = time.monotonic()
+        if (
+            self._churn < VACUUM_AFTER_CHANGES
+            or now - self._vacuumed_at < VACUUM_MIN_SECONDS
+            or (self._vacuum is not None and not self._vacuum.done())
+        ):
+            return
+        self._churn, self._vacuumed_at = 0, now
+        self._vacuum = asyncio.create_task(self._vacuum_queue(), name="stepwise-vacuum")
+
+    async def _vacuum_queue(self) -> None:
+        try:
+            async with one_statement(self.runtime.engine) as conn:
+                await _store.vacuum_queue(conn)
+        except Exception as exc:  # the next one will try again; autovacuum still runs
+            self._log.warning("could not vacuum the queue table", error=str(exc))
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = self.runtime.clock.now()

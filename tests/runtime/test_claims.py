@@ -109,3 +109,43 @@ async def test_a_delivery_waiting_on_its_groups_head_is_not_polled_in_a_busy_loo
 async def _async(value: Any) -> Any:
     await asyncio.sleep(0)
     return value
+
+
+async def test_busy_postgres_workers_vacuum_the_queue_table_themselves(
+    tmp_path: Path, pg_url: str, monkeypatch: Any
+) -> None:
+    """Autovacuum looks once a minute at most: meanwhile every claim would walk the dead
+    `pending` index entries of what already ran. A worker whose claims changed enough rows
+    vacuums the queue table itself, in the background."""
+    from sqlalchemy import text
+
+    from app.runtime import _worker
+
+    monkeypatch.setattr(_worker, "VACUUM_AFTER_CHANGES", 100)
+    monkeypatch.setattr(_worker, "VACUUM_MIN_SECONDS", 0.0)
+
+    async def vacuums(runtime: Runtime) -> int:
+        async with runtime.read_connection() as conn:
+            count = await conn.scalar(
+                text(
+                    "SELECT vacuum_count FROM pg_stat_user_tables "
+                    "WHERE relname = 'stepwise_deliveries'"
+                )
+            )
+        return int(count or 0)
+
+    async with step_app(tmp_path, pg_url, STEPS, worker_concurrency=8) as client:
+        runtime: Runtime = runtime_of(client)
+        before = await vacuums(runtime)
+        for _ in range(3):
+            await runtime.emit_many([{"topic": "noop", "data": {}}] * 60)
+            await asyncio.sleep(0.1)
+        await eventually(lambda: _async(runtime.worker is not None and not runtime.worker._held))
+        await eventually(lambda: _more(vacuums(runtime), before))
+        quiet = await vacuums(runtime)
+        await asyncio.sleep(0.5)  # idle: nothing changed, so no vacuum
+        assert await vacuums(runtime) == quiet
+
+
+async def _more(count: Any, than: int) -> bool:
+    return bool(await count > than)
