@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ._process import pid_alive
+
 # How long a sender trusts its list of receivers before it looks at the folder again.
 _LIST_SECONDS = 1.0
 
@@ -43,7 +45,7 @@ class WakeupReceiver:
         self.folder.mkdir(mode=0o700, exist_ok=True)
         for stale in self.folder.glob("*.sock"):  # left by workers killed on this machine
             pid = stale.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     stale.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -113,13 +115,3 @@ class WakeupSender:
 
     def close(self) -> None:
         self._sock.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -21,6 +21,7 @@ from ._config import CronStepConfig, EventStepConfig, RetryPolicy
 from ._context import Event
 from ._db import database_outage, one_statement
 from ._logging import get_logger
+from ._process import pid_alive
 from ._recorder import StepRun
 from ._store import Claimed, Failure
 from ._unit import Unit
@@ -261,7 +262,7 @@ class Worker:
                 parts = owner.split(":")
                 if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
                     continue
-                if not _pid_alive(int(parts[1])):
+                if not pid_alive(int(parts[1])):
                     dead.append(owner)
             if dead:
                 now = self.runtime.clock.now()
@@ -735,18 +736,6 @@ def _describe(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["Worker", "worker_identity"]
