@@ -23,6 +23,7 @@ from ._errors import AppError, EmitError
 from ._logging import get_logger
 from ._node import NodePool
 from ._recorder import Recorder, StepRun
+from ._schema import MAX_GROUP_ID
 from ._sqlite_wakeup import WakeupReceiver, WakeupSender, wakeup_folder
 from ._steps import Registry, Step, discover
 from ._store import NewEvent
@@ -40,10 +41,6 @@ Translator = Callable[..., str]
 Authenticator = Callable[[str], Awaitable[Any]]
 # (step, req, ctx, call_next) -> result: wraps every API step (the app's rate limiter, ...).
 ApiMiddleware = Callable[[Step, Any, Context, Callable[[], Awaitable[Any]]], Awaitable[Any]]
-
-
-# The longest message group id (the deliveries' column holds 200 characters).
-MAX_GROUP_ID = 200
 
 
 @dataclass

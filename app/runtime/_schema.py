@@ -51,6 +51,9 @@ events = Table(
     Index("ix_stepwise_events_trace_id", "trace_id"),
 )
 
+# The longest message group id an emit may carry (checked when emitting).
+MAX_GROUP_ID = 200
+
 deliveries = Table(
     "stepwise_deliveries",
     metadata,
@@ -71,7 +74,7 @@ deliveries = Table(
     Column("lease_token", String(64), nullable=True),
     Column("lease_owner", String(120), nullable=True),
     Column("lease_expires_at", Double, nullable=True),
-    Column("message_group_id", String(200), nullable=True),
+    Column("message_group_id", String(MAX_GROUP_ID), nullable=True),
     Column("dedupe_key", String(255), nullable=True, unique=True),
     Column("trace_id", String(64), nullable=False),
     Column("errors", Text, nullable=False, default="[]"),  # JSON list, one entry per failure
