@@ -18,7 +18,7 @@ from ._clock import Clock
 from ._config import ApiStepConfig, CronStepConfig, EventStepConfig
 from ._context import Context, encode_event_data, new_id, validate_event_data
 from ._cron import CronScheduler
-from ._db import one_statement
+from ._db import one_statement, write_transaction
 from ._errors import AppError, EmitError
 from ._logging import get_logger
 from ._node import NodePool
@@ -397,7 +397,7 @@ class Runtime:
             return [e.id for e in batch]
         handoff = self.handoff()
         with _store.settling(handoff):
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 await _store.insert_events(
                     conn, batch, self.clock.now(), notify=True, offer=handoff
                 )

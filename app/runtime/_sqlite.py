@@ -113,7 +113,7 @@ class InlineConnection:
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
-    async def _run(self, call: Callable[[], Any]) -> Any:
+    async def _run(self, call: Callable[[], Any], *, pause: bool = True) -> Any:
         """Run a statement; a lock held elsewhere is waited for without blocking the loop.
 
         Only a statement that opens no transaction of its own can meet a lock here (a BEGIN, or
@@ -126,7 +126,8 @@ class InlineConnection:
                 result = call()
                 # Yield once, as a driver waiting on a socket or a thread would: a loop of
                 # statements must not starve the other tasks (a stream's readers, say).
-                await asyncio.sleep(0)
+                if pause:
+                    await asyncio.sleep(0)
                 return result
             except sqlite3.OperationalError as exc:
                 if not _locked(exc) or self._conn.in_transaction:
@@ -138,9 +139,10 @@ class InlineConnection:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
-    async def begin(self, statement: str) -> None:
-        """BEGIN without a cursor (waiting, without blocking, for a lock held elsewhere)."""
-        await self._run(lambda: self._conn.execute(statement))
+    async def begin(self, statement: str, *, pause: bool = True) -> None:
+        """BEGIN without a cursor (waiting, without blocking, for a lock held elsewhere).
+        `pause=False`: no loop turn once the lock is ours (the caller took one before)."""
+        await self._run(lambda: self._conn.execute(statement), pause=pause)
 
     def cursor(self) -> InlineCursor:
         return InlineCursor(self)
@@ -153,6 +155,21 @@ class InlineConnection:
 
     async def rollback(self) -> None:
         self._conn.rollback()
+
+    def commit_now(self) -> None:
+        """COMMIT from synchronous code (`_db.write_transaction`)."""
+        self._conn.commit()
+
+    def rollback_now(self) -> None:
+        """ROLLBACK from synchronous code; nothing to do outside a transaction, or when the
+        connection was closed already (SQLAlchemy invalidates one whose statement was
+        cancelled: closing it ended the transaction)."""
+        try:
+            open_transaction = self._conn.in_transaction
+        except sqlite3.ProgrammingError:
+            return
+        if open_transaction:
+            self._conn.rollback()
 
     async def close(self) -> None:
         self._conn.close()

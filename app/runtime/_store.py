@@ -57,13 +57,14 @@ _CLEAR_STATE = text("DELETE FROM stepwise_state WHERE group_id = :g")
 
 async def apply_state_ops(conn: AsyncConnection, ops: Sequence[StateOp], now: float) -> None:
     """Apply ops in order; consecutive ops of one kind go to the database as one executemany."""
-    i = 0
-    while i < len(ops):
-        kind = ops[i].kind
-        j = i
-        while j < len(ops) and ops[j].kind == kind:
-            j += 1
-        run = ops[i:j]
+    if not ops:
+        return
+    if conn.dialect.name == "sqlite":
+        # Inside a transaction holding the write lock: straight to the driver, as the emits.
+        with own_errors():
+            _apply_state_ops_sqlite(driver_connection(conn), ops, now)
+        return
+    for kind, run in _runs_of_one_kind(ops):
         if kind == "set":
             await conn.execute(
                 _UPSERT_STATE, [{"g": o.group, "k": o.key, "v": o.value, "t": now} for o in run]
@@ -72,7 +73,26 @@ async def apply_state_ops(conn: AsyncConnection, ops: Sequence[StateOp], now: fl
             await conn.execute(_DELETE_STATE, [{"g": o.group, "k": o.key} for o in run])
         else:
             await conn.execute(_CLEAR_STATE, [{"g": o.group} for o in run])
-        i = j
+
+
+def _runs_of_one_kind(ops: Sequence[StateOp]) -> Iterator[tuple[str, Sequence[StateOp]]]:
+    """Consecutive ops of one kind, in order."""
+    for kind, run in itertools.groupby(ops, key=lambda op: op.kind):
+        yield kind, list(run)
+
+
+def _apply_state_ops_sqlite(db: sqlite3.Connection, ops: Sequence[StateOp], now: float) -> None:
+    for kind, run in _runs_of_one_kind(ops):
+        # The same statements; sqlite3 binds their :name placeholders from dicts.
+        if kind == "set":
+            db.executemany(
+                _UPSERT_STATE.text,
+                [{"g": o.group, "k": o.key, "v": o.value, "t": now} for o in run],
+            )
+        elif kind == "delete":
+            db.executemany(_DELETE_STATE.text, [{"g": o.group, "k": o.key} for o in run])
+        else:
+            db.executemany(_CLEAR_STATE.text, [{"g": o.group} for o in run])
 
 
 _GET = select(state.c.value).where(
@@ -552,8 +572,30 @@ async def ack(conn: AsyncConnection, tokens: Sequence[str], now: float) -> set[i
     """Mark leased deliveries done; returns the ids of those that still held their lease."""
     if not tokens:
         return set()
+    if conn.dialect.name == "sqlite":
+        with own_errors():
+            return _ack_sqlite(driver_connection(conn), tokens, now)
     result = await conn.execute(_ACK, {"tokens": list(tokens), "now": now})
     return {row[0] for row in result}
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_ack(tokens: int) -> str:
+    """_ACK for SQLite's driver, with `tokens` placeholders."""
+    marks = ", ".join(["?"] * tokens)
+    # Only placeholders are joined here: the tokens travel as parameters.
+    return (
+        "UPDATE stepwise_deliveries SET status = 'done', lease_token = NULL, "  # noqa: S608
+        f"lease_expires_at = NULL, finished_at = ? WHERE lease_token IN ({marks}) RETURNING id"
+    )
+
+
+def _ack_sqlite(db: sqlite3.Connection, tokens: Sequence[str], now: float) -> set[int]:
+    done: set[int] = set()
+    for start in range(0, len(tokens), _ROWS_PER_INSERT):
+        chunk = tokens[start : start + _ROWS_PER_INSERT]
+        done.update(row[0] for row in db.execute(_sqlite_ack(len(chunk)), (now, *chunk)))
+    return done
 
 
 # A delivery holds a lease token exactly while it runs (every way out of `running` clears it):

@@ -3,13 +3,14 @@ or nothing."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from . import _json, _store, _stream_store
-from ._db import SQLITE_BEGIN
+from ._db import autocommit, without_begin, write_transaction
 from ._store import LeaseOffer, NewEvent, StateOp
 from ._stream_store import Change, StreamOp
 from ._wakeup import CHANNEL as WORK_CHANNEL
@@ -24,6 +25,10 @@ class StreamSink(Protocol):
     def tombstone_seconds(self) -> float: ...
 
     def committed(self, changes: list[Change]) -> None: ...
+
+
+class _LeaseLost(Exception):
+    """The delivery's lease was lost before its unit could commit: nothing is applied."""
 
 
 class UnitClosedError(RuntimeError):
@@ -233,23 +238,22 @@ class Unit:
             # Ephemeral events alone need no transaction (and no SQLite write lock).
             self._published(_stream_store.custom_changes(self.stream_ops))
             return True
-        conn = self.conn
-        if conn is None:
-            conn = await self.engine.connect()
-            await conn.begin()
+        if self.conn is None:
+            # The usual case: nothing was written before the commit, one short transaction.
+            try:
+                async with write_transaction(self.engine) as conn:
+                    changes = await self._apply(conn, ack_token, handoff)
+            except _LeaseLost:
+                return False
+            self._published(changes)
+            return True
+        conn = self.conn  # its own transaction, open since `increment`, `update` or `session`
         try:
-            now = self.now()
-            if ack_token is not None and not await _store.ack(conn, [ack_token], now):
+            try:
+                changes = await self._apply(conn, ack_token, handoff)
+            except _LeaseLost:
                 await conn.rollback()
                 return False
-            if self._session is not None:
-                await self._session.flush()
-            await self._flush(conn)
-            await _store.insert_events(conn, self.emits, now, notify=True, offer=handoff)
-            changes = await _stream_store.apply_stream_ops(
-                conn, self.stream_ops, now, self.tombstone_seconds
-            )
-            await _stream_store.notify_changes(conn, changes, now)
             await conn.commit()
             self._published(changes)
             return True
@@ -260,6 +264,23 @@ class Unit:
             await self._close_session()
             await conn.close()
             self.conn = None
+
+    async def _apply(
+        self, conn: AsyncConnection, ack_token: str | None, handoff: LeaseOffer | None
+    ) -> list[Change]:
+        """Write everything inside `conn`'s transaction; the stream changes to publish."""
+        now = self.now()
+        if ack_token is not None and not await _store.ack(conn, [ack_token], now):
+            raise _LeaseLost
+        if self._session is not None:
+            await self._session.flush()
+        await self._flush(conn)
+        await _store.insert_events(conn, self.emits, now, notify=True, offer=handoff)
+        changes = await _stream_store.apply_stream_ops(
+            conn, self.stream_ops, now, self.tombstone_seconds
+        )
+        await _stream_store.notify_changes(conn, changes, now)
+        return changes
 
     def _only_sends(self) -> bool:
         return (
@@ -294,14 +315,16 @@ class _ReadConnection:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
+        self._autocommit: contextlib.AbstractAsyncContextManager[None] | None = None
 
     async def __aenter__(self) -> AsyncConnection:
+        if self._engine.dialect.name == "sqlite":
+            self._conn = await without_begin(self._engine).connect()
+            return self._conn
         conn = await self._engine.connect()
         try:
-            if conn.dialect.name == "sqlite":
-                conn = await conn.execution_options(**{SQLITE_BEGIN: "none"})
-            else:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._autocommit = autocommit(conn)
+            await self._autocommit.__aenter__()
         except BaseException:
             # Cancelled (a worker stopping) or failed before `__aexit__` could own it: return
             # the connection to the pool here, not to the garbage collector.
@@ -312,7 +335,11 @@ class _ReadConnection:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._conn is not None:
-            await self._conn.close()
+            try:
+                if self._autocommit is not None:
+                    await self._autocommit.__aexit__(None, None, None)
+            finally:
+                await self._conn.close()
 
 
 async def notify_new_work(conn: AsyncConnection) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import _json, _store, _stream_store
 from ._config import CronStepConfig, EventStepConfig, RetryPolicy
 from ._context import Event
-from ._db import database_outage, one_statement
+from ._db import database_outage, one_statement, write_transaction
 from ._logging import get_logger
 from ._process import pid_alive
 from ._recorder import StepRun
@@ -609,7 +609,7 @@ class Worker:
         emitting = any(d.unit is not None and d.unit.emits for d in successes)
         handoff = self.runtime.handoff() if emitting else None
         with _store.settling(handoff):
-            async with self.runtime.engine.begin() as conn:
+            async with write_transaction(self.runtime.engine) as conn:
                 done_ids = await _store.ack(conn, [d.claimed.lease_token for d in successes], now)
                 kept = [d for d in successes if d.claimed.id in done_ids]
                 ops = [op for d in kept for op in d.unit.ops]  # type: ignore[union-attr]
