@@ -135,7 +135,11 @@ async def autocommit(conn: AsyncConnection) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if not driver.closed:  # a lost connection was invalidated already
+        if conn.invalidated or driver.closed:
+            pass  # not pooled again: nothing to put back
+        elif driver.broken:
+            await conn.invalidate()
+        else:
             try:
                 await driver.set_autocommit(False)
             except BaseException:
@@ -159,9 +163,6 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         return
     async with without_begin(engine).connect() as conn:
         inline: InlineConnection = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr,assignment]
-        # One loop turn before the lock, not while holding it: a caller emitting in a loop
-        # still lets the other tasks run.
-        await asyncio.sleep(0)
         with own_errors():
             await inline.begin("BEGIN IMMEDIATE", pause=False)
         try:
@@ -171,6 +172,9 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         except BaseException:
             inline.rollback_now()
             raise
+    # One loop turn once the lock is released, not while holding it: a caller emitting in a
+    # loop still lets the other tasks run (the handlers of its emits first).
+    await asyncio.sleep(0)
 
 
 def without_begin(engine: AsyncEngine) -> AsyncEngine:
@@ -210,8 +214,27 @@ def own_errors() -> Iterator[None]:
     the application database's own, as the engine would have marked them."""
     try:
         yield
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, psycopg.Error) as exc:
         setattr(exc, _OWN, True)
+        raise
+
+
+async def pg_rows(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Postgres: one hot statement straight on psycopg, its rows as tuples.
+
+    SQLAlchemy's execute and result rows cost about 0.4 ms around a 16-event emit or a claim
+    (measured on this 2-core box), on the path from an emit to its handler. What SQLAlchemy
+    would do on failure is done here: errors are marked as the database's own, and a connection
+    that broke, or whose statement was cut off (cancelled), is invalidated instead of pooled.
+    """
+    driver: Any = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    try:
+        with own_errors():
+            cursor = await driver.execute(sql, params)
+            return list(await cursor.fetchall())
+    except BaseException as exc:
+        if not isinstance(exc, Exception) or driver.broken or driver.closed:
+            await conn.invalidate()
         raise
 
 

@@ -25,10 +25,11 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _json
-from ._db import own_errors
+from ._db import own_errors, pg_rows
 from ._schema import cron_marks, deliveries, events, state, step_runs
 from ._sqlite import driver_connection
 from ._wakeup import CHANNEL as WORK_CHANNEL
@@ -181,6 +182,10 @@ _PG_INSERT_EVENTS = text(
     """
 )
 
+_PG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+# Compiled once for psycopg's own paramstyle: sent with `_db.pg_rows`, not through SQLAlchemy.
+_PG_INSERT_EVENTS_SQL = str(_PG_INSERT_EVENTS.compile(dialect=_PG))
+
 
 class LeaseOffer(Protocol):
     """A worker of this process offering to take new deliveries in the emit's own transaction."""
@@ -253,7 +258,7 @@ async def insert_events(
                 ]
             ),
         }
-        return int((await conn.execute(_PG_INSERT_EVENTS, params)).scalar_one())
+        return int((await pg_rows(conn, _PG_INSERT_EVENTS_SQL, params))[0][0])
     return await _insert_events_sqlite(conn, new, now, offer)
 
 
@@ -442,13 +447,20 @@ def _fifo_head(table: Any) -> Any:
     )
 
 
-def _claim_statement() -> Any:
-    """Built once: every claim only binds its parameters (a compiled-cache hit)."""
+def _claim_statement(*, steps_array: bool = False) -> Any:
+    """Built once: every claim only binds its parameters (a compiled-cache hit). `steps_array`
+    (Postgres): the steps bound as one array (`= ANY`), so the SQL text is the same whatever
+    their number."""
     candidate = deliveries.alias("candidate")
+    in_steps = (
+        candidate.c.step == func.any(bindparam("steps"))
+        if steps_array
+        else candidate.c.step.in_(bindparam("steps", expanding=True))
+    )
     ids = (
         select(candidate.c.id)
         .where(
-            candidate.c.step.in_(bindparam("steps", expanding=True)),
+            in_steps,
             _claimable(candidate),
             _fifo_head(candidate),
         )
@@ -461,8 +473,9 @@ def _claim_statement() -> Any:
         update(deliveries)
         .where(deliveries.c.id.in_(ids.scalar_subquery()))
         .values(
-            status="running",
-            attempts=deliveries.c.attempts + 1,
+            # Constants written into the SQL: the only parameters are the claim's own.
+            status=literal_column("'running'"),
+            attempts=deliveries.c.attempts + literal_column("1"),
             lease_token=bindparam("token_prefix", type_=String) + cast(deliveries.c.id, String),
             lease_owner=bindparam("owner", type_=String),
             lease_expires_at=bindparam("expires_at", type_=Double),
@@ -491,7 +504,11 @@ _CLAIM = _claim_statement()
 # worker that ran it cannot ack it (the ack matches the lease token, and its commit is durable
 # and flushes every earlier one), so its effects roll back and the delivery runs again. Nothing
 # is lost or applied twice; the disk sync between an emit and its handler is spared.
-_CLAIM_PG = _CLAIM.where(text("(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"))
+_CLAIM_PG_SQL = str(
+    _claim_statement(steps_array=True)
+    .where(text("(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"))
+    .compile(dialect=_PG)
+)
 
 
 async def claim(
@@ -520,23 +537,26 @@ async def claim(
         "owner": owner,
         "expires_at": now + lease_seconds,
     }
-    statement = _CLAIM_PG if conn.dialect.name == "postgresql" else _CLAIM
-    rows = (await conn.execute(statement, params)).all()
+    if conn.dialect.name == "postgresql":
+        rows: Sequence[Sequence[Any]] = await pg_rows(conn, _CLAIM_PG_SQL, params)
+    else:
+        rows = (await conn.execute(_CLAIM, params)).all()
+    # The columns in _claim_statement's RETURNING order.
     return sorted(
         (
             Claimed(
-                id=r.id,
-                step=r.step,
-                topic=r.topic,
-                event_id=r.event_id,
-                data=r.data,
-                attempt=r.attempts,
-                max_attempts=r.max_attempts,
-                trace_id=r.trace_id,
-                lease_token=r.lease_token,
-                message_group_id=r.message_group_id,
-                available_at=r.available_at,
-                interruptions=r.interruptions,
+                id=r[0],
+                step=r[1],
+                topic=r[2],
+                event_id=r[3],
+                data=r[4],
+                attempt=r[5],
+                max_attempts=r[6],
+                trace_id=r[7],
+                lease_token=r[8],
+                message_group_id=r[9],
+                available_at=r[10],
+                interruptions=r[11],
             )
             for r in rows
         ),

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
-from app.runtime import Runtime
+from app.runtime import Runtime, _store
 from tests.runtime.conftest import step_app
 from tests.support import eventually, runtime_of
 
@@ -50,8 +50,25 @@ async def test_a_claim_reads_the_queue_in_order_and_stops_at_its_limit_whatever_
 
         for _ in range(6):
             await runtime.emit_many([{"topic": "noop", "data": {}}] * 500)
-        await eventually(lambda: _async(len(claims) >= 3))
-        statement, params = claims[-1]
+        if runtime.is_sqlite:
+            await eventually(lambda: _async(len(claims) >= 3))
+            statement, params = claims[-1]
+        else:
+            # Postgres claims go straight to psycopg (no SQLAlchemy event sees them): plan the
+            # very SQL they send, with a worker's parameters, while the backlog is there.
+            await eventually(lambda: _done_some(runtime))
+            now = time.time()
+            statement, params = (
+                _store._CLAIM_PG_SQL,
+                {
+                    "steps": ["Noop"],
+                    "now": now,
+                    "limit": 4,
+                    "token_prefix": "plan:1:",
+                    "owner": "plan",
+                    "expires_at": now + 15,
+                },
+            )
         plan = await _plan(runtime, statement, params)
     assert "ix_stepwise_deliveries_queue" in plan, plan
     if runtime.is_sqlite:
@@ -104,6 +121,14 @@ async def test_a_delivery_waiting_on_its_groups_head_is_not_polled_in_a_busy_loo
     # A busy loop would have sent thousands of statements in that second; the doubling waits
     # (10 ms, 20 ms, 40 ms...) and the wake-up at the head's end send a few dozen at most.
     assert during < 60, (during, waited)
+
+
+async def _done_some(runtime: Runtime) -> bool:
+    async with runtime.read_connection() as conn:
+        done = await conn.execute(
+            text("SELECT count(*) FROM stepwise_deliveries WHERE status = 'done'")
+        )
+        return bool(done.scalar_one())
 
 
 async def _async(value: Any) -> Any:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy import event
 
-from app.runtime import Runtime
+from app.runtime import Runtime, _store
 from app.runtime._unit import Unit
 from tests.runtime.conftest import step_app
 from tests.support import eventually
@@ -79,7 +79,7 @@ async def test_a_handlers_own_connection_failing_counts_as_a_failed_attempt(
 
 
 async def test_a_claim_whose_answer_is_lost_gives_its_leases_back_at_once(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On Postgres a claim is one statement in autocommit: when the server ran it but the answer
     never came, the deliveries it leased are given back as soon as the database answers, not
@@ -88,11 +88,18 @@ async def test_a_claim_whose_answer_is_lost_gives_its_leases_back_at_once(
     async with step_app(tmp_path, pg_url, STEPS) as client:
         runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
 
-        @event.listens_for(runtime.engine.sync_engine, "after_cursor_execute")
-        def _lose_the_answer(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if "synchronous_commit" in statement and cursor.rowcount > 0 and lost["left"] > 0:
+        # Claims go straight to psycopg (`_db.pg_rows`): the server runs the claim, then its
+        # answer is lost on the way back.
+        send = _store.pg_rows
+
+        async def _lose_the_answer(conn: Any, sql: str, params: Any) -> list[Any]:
+            rows = await send(conn, sql, params)
+            if sql == _store._CLAIM_PG_SQL and rows and lost["left"] > 0:
                 lost["left"] -= 1
                 raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return rows
+
+        monkeypatch.setattr(_store, "pg_rows", _lose_the_answer)
 
         event_id = await runtime.emit("store", {})
         attempt = await eventually(
