@@ -12,10 +12,11 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from . import _json
+from ._db import read_connection
 from ._errors import EmitError
 from ._store import NewEvent
 from ._tracing import time_ordered_hex
-from ._unit import Unit, _ReadConnection
+from ._unit import Unit
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -244,7 +245,7 @@ class ThreadContext:
 
 @contextlib.asynccontextmanager
 async def _reader_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    async with _ReadConnection(engine) as conn, AsyncSession(bind=conn) as session:
+    async with read_connection(engine) as conn, AsyncSession(bind=conn) as session:
         yield session
 
 

@@ -121,6 +121,19 @@ async def one_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 @contextlib.asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection for reads outside any transaction: on SQLite with no BEGIN, on
+    Postgres in autocommit. A checkout cancelled half-way (a worker stopping) is given back to
+    the pool by the `async with`, not left to the garbage collector."""
+    if engine.dialect.name == "sqlite":
+        async with without_begin(engine).connect() as conn:
+            yield conn
+    else:
+        async with one_statement(engine) as conn:
+            yield conn
+
+
+@contextlib.asynccontextmanager
 async def autocommit(conn: AsyncConnection) -> AsyncIterator[None]:
     """Postgres: `conn` in autocommit for the block, set on psycopg's connection itself.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _json, _store
 from ._api import mount_api_steps
@@ -18,7 +19,7 @@ from ._clock import Clock
 from ._config import ApiStepConfig, CronStepConfig, EventStepConfig
 from ._context import Context, encode_event_data, new_id, validate_event_data
 from ._cron import CronScheduler
-from ._db import one_statement, write_transaction
+from ._db import one_statement, read_connection, write_transaction
 from ._errors import AppError, EmitError
 from ._logging import get_logger
 from ._node import NodePool
@@ -32,7 +33,7 @@ from ._stream_hub import StreamHub
 from ._stream_store import CHANNEL as STREAM_CHANNEL
 from ._streams import Stream, StreamAccess, Streams
 from ._tracing import new_trace_id
-from ._unit import Unit, _ReadConnection, notify_new_work
+from ._unit import Unit, notify_new_work
 from ._wakeup import CHANNEL, PgListener
 from ._worker import Handoff, Worker
 
@@ -211,8 +212,8 @@ class Runtime:
     def _wakeup_folder(self) -> Path:
         return wakeup_folder(self.engine.url.database or "")
 
-    def read_connection(self) -> _ReadConnection:
-        return _ReadConnection(self.engine)
+    def read_connection(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return read_connection(self.engine)
 
     def mount(self, app: FastAPI) -> None:
         """Add the API steps' routes and the streams' endpoints (`/streams`) to `app`."""

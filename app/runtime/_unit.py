@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from . import _json, _store, _stream_store
-from ._db import autocommit, without_begin, write_transaction
+from ._db import read_connection, write_transaction
 from ._store import LeaseOffer, NewEvent, StateOp
 from ._stream_store import Change, StreamOp
 from ._wakeup import CHANNEL as WORK_CHANNEL
@@ -100,8 +100,8 @@ class Unit:
                 stored[key] = value
         return {key: _json.loads(value) for key, value in stored.items() if value != "null"}
 
-    def _reader(self) -> Any:
-        return _ReadConnection(self.engine)
+    def _reader(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return read_connection(self.engine)
 
     async def stream_get(self, stream: str, group: str, item: str) -> str | None:
         """An item's JSON text as this unit would leave it (its own writes first)."""
@@ -307,39 +307,6 @@ class Unit:
                 await conn.rollback()
             finally:
                 await conn.close()
-
-
-class _ReadConnection:
-    """A pooled connection for a single read outside any transaction."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._conn: AsyncConnection | None = None
-        self._autocommit: contextlib.AbstractAsyncContextManager[None] | None = None
-
-    async def __aenter__(self) -> AsyncConnection:
-        if self._engine.dialect.name == "sqlite":
-            self._conn = await without_begin(self._engine).connect()
-            return self._conn
-        conn = await self._engine.connect()
-        try:
-            self._autocommit = autocommit(conn)
-            await self._autocommit.__aenter__()
-        except BaseException:
-            # Cancelled (a worker stopping) or failed before `__aexit__` could own it: return
-            # the connection to the pool here, not to the garbage collector.
-            await conn.close()
-            raise
-        self._conn = conn
-        return conn
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            try:
-                if self._autocommit is not None:
-                    await self._autocommit.__aexit__(None, None, None)
-            finally:
-                await self._conn.close()
 
 
 async def notify_new_work(conn: AsyncConnection) -> None:
