@@ -193,7 +193,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--workers", default="1,2")
+    parser.add_argument(
+        "--workers", default="1,2", help='worker processes, e.g. "1,2"; "" for none'
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     parser.add_argument(
         "--peers", action="store_true", help="also run Celery+Redis and procrastinate"
@@ -209,7 +211,7 @@ async def main() -> None:
     globals()["TICK"] = opts.tick
     globals()["RATE"] = opts.rate
     globals()["SQLITE_SYNCHRONOUS"] = opts.sqlite_synchronous
-    counts = [int(c) for c in opts.workers.split(",")]
+    counts = [int(c) for c in opts.workers.split(",") if c.strip()]  # "": embedded only
     if opts.peers:
         from bench import peers
 

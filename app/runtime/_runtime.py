@@ -19,7 +19,7 @@ from ._clock import Clock
 from ._config import ApiStepConfig, CronStepConfig, EventStepConfig
 from ._context import Context, encode_event_data, new_id, validate_event_data
 from ._cron import CronScheduler
-from ._db import one_statement, read_connection, write_transaction
+from ._db import driver_transaction, one_statement, read_connection
 from ._errors import AppError, EmitError
 from ._logging import get_logger
 from ._node import NodePool
@@ -398,10 +398,8 @@ class Runtime:
             return [e.id for e in batch]
         handoff = self.handoff()
         with _store.settling(handoff):
-            async with write_transaction(self.engine) as conn:
-                await _store.insert_events(
-                    conn, batch, self.clock.now(), notify=True, offer=handoff
-                )
+            async with driver_transaction(self.engine) as db:
+                _store.insert_events_sqlite(db, batch, self.clock.now(), handoff)
         if handoff is None:
             self.notify_local()
         return [e.id for e in batch]

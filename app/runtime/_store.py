@@ -82,6 +82,12 @@ def _runs_of_one_kind(ops: Sequence[StateOp]) -> Iterator[tuple[str, Sequence[St
         yield kind, list(run)
 
 
+def apply_state_ops_sqlite(db: sqlite3.Connection, ops: Sequence[StateOp], now: float) -> None:
+    """`apply_state_ops` on SQLite's driver, inside a transaction holding the write lock."""
+    with own_errors():
+        _apply_state_ops_sqlite(db, ops, now)
+
+
 def _apply_state_ops_sqlite(db: sqlite3.Connection, ops: Sequence[StateOp], now: float) -> None:
     for kind, run in _runs_of_one_kind(ops):
         # The same statements; sqlite3 binds their :name placeholders from dicts.
@@ -287,8 +293,17 @@ def _sqlite_insert_deliveries(rows: int, returning: bool) -> str:
 async def _insert_events_sqlite(
     conn: AsyncConnection, new: Sequence[NewEvent], now: float, offer: LeaseOffer | None
 ) -> int:
+    return insert_events_sqlite(driver_connection(conn), new, now, offer)
+
+
+def insert_events_sqlite(
+    db: sqlite3.Connection, new: Sequence[NewEvent], now: float, offer: LeaseOffer | None
+) -> int:
+    """`insert_events` on SQLite's driver, inside a transaction holding the write lock."""
+    if not new:
+        return 0
     with own_errors():
-        return _insert_events_sqlite_rows(driver_connection(conn), new, now, offer)
+        return _insert_events_sqlite_rows(db, new, now, offer)
 
 
 def _insert_events_sqlite_rows(
@@ -608,6 +623,12 @@ def _sqlite_ack(tokens: int) -> str:
         "UPDATE stepwise_deliveries SET status = 'done', lease_token = NULL, "  # noqa: S608
         f"lease_expires_at = NULL, finished_at = ? WHERE lease_token IN ({marks}) RETURNING id"
     )
+
+
+def ack_sqlite(db: sqlite3.Connection, tokens: Sequence[str], now: float) -> set[int]:
+    """`ack` on SQLite's driver, inside a transaction holding the write lock."""
+    with own_errors():
+        return _ack_sqlite(db, tokens, now)
 
 
 def _ack_sqlite(db: sqlite3.Connection, tokens: Sequence[str], now: float) -> set[int]:

@@ -4,13 +4,14 @@ or nothing."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from . import _json, _store, _stream_store
-from ._db import read_connection, write_transaction
+from ._db import driver_transaction, read_connection, write_transaction
 from ._store import LeaseOffer, NewEvent, StateOp
 from ._stream_store import Change, StreamOp
 from ._wakeup import CHANNEL as WORK_CHANNEL
@@ -241,6 +242,11 @@ class Unit:
         if self.conn is None:
             # The usual case: nothing was written before the commit, one short transaction.
             try:
+                if self.engine.dialect.name == "sqlite" and not self.stream_ops:
+                    # Acks, state writes and emits alone: all on SQLite's driver.
+                    async with driver_transaction(self.engine) as db:
+                        self._apply_on_driver(db, ack_token, handoff)
+                    return True
                 async with write_transaction(self.engine) as conn:
                     changes = await self._apply(conn, ack_token, handoff)
             except _LeaseLost:
@@ -281,6 +287,16 @@ class Unit:
         )
         await _stream_store.notify_changes(conn, changes, now)
         return changes
+
+    def _apply_on_driver(
+        self, db: sqlite3.Connection, ack_token: str | None, handoff: LeaseOffer | None
+    ) -> None:
+        """`_apply` for a unit with no stream writes, inside `driver_transaction`."""
+        now = self.now()
+        if ack_token is not None and not _store.ack_sqlite(db, [ack_token], now):
+            raise _LeaseLost
+        _store.apply_state_ops_sqlite(db, self.ops, now)
+        _store.insert_events_sqlite(db, self.emits, now, handoff)
 
     def _only_sends(self) -> bool:
         return (

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from . import _json, _store, _stream_store
 from ._config import CronStepConfig, EventStepConfig, RetryPolicy
 from ._context import Event
-from ._db import database_outage, one_statement, write_transaction
+from ._db import database_outage, driver_transaction, one_statement, write_transaction
 from ._logging import get_logger
 from ._process import pid_alive
 from ._recorder import StepRun
-from ._store import Claimed, Failure
+from ._store import Claimed, Failure, NewEvent, StateOp
+from ._stream_store import Change, StreamOp
 from ._unit import Unit
 
 if TYPE_CHECKING:
@@ -606,32 +607,36 @@ class Worker:
         now = self.runtime.clock.now()
         successes = [d for d in batch if d.unit is not None]
         failures = [d.failure for d in batch if d.failure is not None]
+        tokens = [d.claimed.lease_token for d in successes]
         emitting = any(d.unit is not None and d.unit.emits for d in successes)
         handoff = self.runtime.handoff() if emitting else None
+        changes: list[Change] = []
+        failed_ids: set[int] = set()
         with _store.settling(handoff):
-            async with write_transaction(self.runtime.engine) as conn:
-                done_ids = await _store.ack(conn, [d.claimed.lease_token for d in successes], now)
-                kept = [d for d in successes if d.claimed.id in done_ids]
-                ops = [op for d in kept for op in d.unit.ops]  # type: ignore[union-attr]
-                emits = [e for d in kept for e in d.unit.emits]  # type: ignore[union-attr]
-                stream_ops = [
-                    op
-                    for d in kept
-                    for op in d.unit.stream_ops  # type: ignore[union-attr]
-                ]
-                await _store.apply_state_ops(conn, ops, now)
-                await _store.insert_events(conn, emits, now, notify=True, offer=handoff)
-                failed_ids = await _store.record_failures(conn, failures, now)
-                # Stream writes commit with the deliveries' acks; subscribers hear of them after.
-                hub = self.runtime.stream_hub
-                changes = await _stream_store.apply_stream_ops(
-                    conn, stream_ops, now, hub.tombstone_seconds
-                )
-                await _stream_store.notify_changes(conn, changes, now)
+            if self.runtime.is_sqlite and not failures and not _any_stream_ops(successes):
+                # The usual group: acks, state writes and emits alone, all on SQLite's driver.
+                async with driver_transaction(self.runtime.engine) as db:
+                    done_ids = _store.ack_sqlite(db, tokens, now)
+                    ops, emits, _ = _effects(successes, done_ids)
+                    _store.apply_state_ops_sqlite(db, ops, now)
+                    _store.insert_events_sqlite(db, emits, now, handoff)
+            else:
+                async with write_transaction(self.runtime.engine) as conn:
+                    done_ids = await _store.ack(conn, tokens, now)
+                    ops, emits, stream_ops = _effects(successes, done_ids)
+                    await _store.apply_state_ops(conn, ops, now)
+                    await _store.insert_events(conn, emits, now, notify=True, offer=handoff)
+                    failed_ids = await _store.record_failures(conn, failures, now)
+                    # Stream writes commit with the deliveries' acks; subscribers hear of them
+                    # after.
+                    changes = await _stream_store.apply_stream_ops(
+                        conn, stream_ops, now, self.runtime.stream_hub.tombstone_seconds
+                    )
+                    await _stream_store.notify_changes(conn, changes, now)
         if emits and handoff is None:
             self.runtime.notify_local()
         if changes:
-            hub.committed(changes)
+            self.runtime.stream_hub.committed(changes)
         for d in batch:
             if not d.result.done():
                 ids = failed_ids if d.failure is not None else done_ids
@@ -724,6 +729,22 @@ class Worker:
 
 class _Permanent(Exception):
     """A failure that retrying cannot fix."""
+
+
+def _any_stream_ops(successes: Sequence[_Done]) -> bool:
+    return any(d.unit.stream_ops for d in successes)  # type: ignore[union-attr]
+
+
+def _effects(
+    successes: Sequence[_Done], done_ids: set[int]
+) -> tuple[list[StateOp], list[NewEvent], list[StreamOp]]:
+    """The state writes, emits and stream writes of the deliveries whose ack went through."""
+    kept = [d.unit for d in successes if d.claimed.id in done_ids]
+    return (
+        [op for unit in kept for op in unit.ops],  # type: ignore[union-attr]
+        [e for unit in kept for e in unit.emits],  # type: ignore[union-attr]
+        [op for unit in kept for op in unit.stream_ops],  # type: ignore[union-attr]
+    )
 
 
 def _retry_policy(step: Step | None) -> RetryPolicy:
