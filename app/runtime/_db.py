@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -177,7 +176,8 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     SQLAlchemy's own begin and commit cost two greenlet spawns and a loop turn on top of SQLite's
     microseconds (about 65 us of a 110 us empty transaction on an idle loop, more when the code
     is cold); on the emit's path that was a quarter of the time. The connection's statements go
-    through SQLAlchemy as usual, inside the transaction (their autobegin issues nothing).
+    through SQLAlchemy as usual, inside the transaction (their autobegin issues nothing). As in
+    `driver_transaction`, no loop turn follows the commit.
     """
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
@@ -194,9 +194,6 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         except BaseException:
             inline.rollback_now()
             raise
-    # One loop turn once the lock is released, not while holding it: a caller emitting in a
-    # loop still lets the other tasks run (the handlers of its emits first).
-    await asyncio.sleep(0)
 
 
 class _Writer:
@@ -250,6 +247,10 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[sqlite3.Conne
     (another waits for the write lock on it) takes a pooled connection, as `write_transaction`.
     The lock held elsewhere is waited for as there, and a body or a commit that fails rolls
     back.
+
+    No loop turn follows the commit (a cancel there would hide from the caller a transaction
+    that did commit, and what it decided: deliveries handed to this process's worker, say).
+    A caller that may write in a loop yields itself once it has acted on the outcome.
     """
     writer: _Writer | None = engine.sync_engine.__dict__.get(_WRITER)
     if writer is None or writer.busy:
@@ -270,7 +271,6 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[sqlite3.Conne
             raise
     finally:
         writer.busy = False
-    await asyncio.sleep(0)  # as write_transaction: one loop turn, after the lock is released
 
 
 def without_begin(engine: AsyncEngine) -> AsyncEngine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import time
@@ -402,6 +403,9 @@ class Runtime:
                 _store.insert_events_sqlite(db, batch, self.clock.now(), handoff)
         if handoff is None:
             self.notify_local()
+        # One loop turn, once the handlers have been handed their deliveries: a caller emitting
+        # in a loop still lets them (and every other task) run.
+        await asyncio.sleep(0)
         return [e.id for e in batch]
 
     # -- cron and dead letters ------------------------------------------------------------------

@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _json
@@ -462,16 +463,20 @@ def _fifo_head(table: Any) -> Any:
     )
 
 
-def _claim_statement(*, steps_array: bool = False) -> Any:
-    """Built once: every claim only binds its parameters (a compiled-cache hit). `steps_array`
-    (Postgres): the steps bound as one array (`= ANY`), so the SQL text is the same whatever
-    their number."""
+def _claim_statement(*, steps: str = "expanding") -> Any:
+    """Built once: every claim only binds its parameters (a compiled-cache hit). `steps`: how
+    the steps are bound, "expanding" (one parameter each), "array" (Postgres: one array,
+    `= ANY`) or "json" (SQLite: one JSON array, `json_each`); with one parameter the SQL text
+    is the same whatever their number."""
     candidate = deliveries.alias("candidate")
-    in_steps = (
-        candidate.c.step == func.any(bindparam("steps"))
-        if steps_array
-        else candidate.c.step.in_(bindparam("steps", expanding=True))
-    )
+    if steps == "array":
+        in_steps = candidate.c.step == func.any(bindparam("steps"))
+    elif steps == "json":
+        in_steps = candidate.c.step.in_(
+            select(literal_column("value")).select_from(func.json_each(bindparam("steps")))
+        )
+    else:
+        in_steps = candidate.c.step.in_(bindparam("steps", expanding=True))
     ids = (
         select(candidate.c.id)
         .where(
@@ -520,10 +525,47 @@ _CLAIM = _claim_statement()
 # and flushes every earlier one), so its effects roll back and the delivery runs again. Nothing
 # is lost or applied twice; the disk sync between an emit and its handler is spared.
 _CLAIM_PG_SQL = str(
-    _claim_statement(steps_array=True)
+    _claim_statement(steps="array")
     .where(text("(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"))
     .compile(dialect=_PG)
 )
+
+
+# SQLite: compiled once for the driver's named parameters, sent inside `driver_transaction`
+# (no loop turn while the claim holds the write lock; through SQLAlchemy, the statement took one).
+_CLAIM_SQLITE = _claim_statement(steps="json").compile(
+    dialect=SQLiteDialect_pysqlite(paramstyle="named")
+)
+_CLAIM_SQLITE_SQL = str(_CLAIM_SQLITE)
+# The constants SQLAlchemy binds itself (SQLite's LIMIT comes with an OFFSET 0).
+_CLAIM_SQLITE_CONSTANTS = {k: v for k, v in _CLAIM_SQLITE.params.items() if v is not None}
+
+
+def claim_sqlite(
+    db: sqlite3.Connection,
+    *,
+    steps: Iterable[str],
+    limit: int,
+    now: float,
+    owner: str,
+    token_prefix: str,
+    lease_seconds: float,
+) -> list[Claimed]:
+    """`claim` on SQLite's driver, inside a transaction holding the write lock."""
+    step_list = list(steps)
+    if limit <= 0 or not step_list:
+        return []
+    params = {
+        **_CLAIM_SQLITE_CONSTANTS,
+        "steps": _json.dumps(step_list),
+        "now": now,
+        "limit": limit,
+        "token_prefix": token_prefix,
+        "owner": owner,
+        "expires_at": now + lease_seconds,
+    }
+    with own_errors():
+        return _claimed(db.execute(_CLAIM_SQLITE_SQL, params).fetchall())
 
 
 async def claim(
@@ -556,7 +598,11 @@ async def claim(
         rows: Sequence[Sequence[Any]] = await pg_rows(conn, _CLAIM_PG_SQL, params)
     else:
         rows = (await conn.execute(_CLAIM, params)).all()
-    # The columns in _claim_statement's RETURNING order.
+    return _claimed(rows)
+
+
+def _claimed(rows: Iterable[Sequence[Any]]) -> list[Claimed]:
+    """Claimed deliveries from rows in _claim_statement's RETURNING order, by id."""
     return sorted(
         (
             Claimed(

@@ -371,8 +371,11 @@ class Worker:
         self, claim: functools.partial[Any], prefix: str, limit: int
     ) -> list[Claimed]:
         if self.runtime.is_sqlite:
-            async with self.runtime.engine.begin() as conn:
-                return list(await claim(conn, steps=self._free_steps, limit=limit))
+            # On the driver: the write lock is never held across a loop turn by a claim.
+            async with driver_transaction(self.runtime.engine) as db:
+                return _store.claim_sqlite(
+                    db, steps=self._free_steps, limit=limit, **claim.keywords
+                )
         # Postgres: one statement in autocommit, one round trip instead of three (BEGIN, the
         # claim, COMMIT). If its answer never comes (the connection cut, the task cancelled),
         # the server may have leased deliveries to us that we never heard of: they are given
