@@ -541,8 +541,7 @@ _CLAIM_SQLITE_SQL = str(_CLAIM_SQLITE)
 _CLAIM_SQLITE_CONSTANTS = {k: v for k, v in _CLAIM_SQLITE.params.items() if v is not None}
 
 
-def claim_sqlite(
-    db: sqlite3.Connection,
+def claim_params(
     *,
     steps: Iterable[str],
     limit: int,
@@ -550,43 +549,15 @@ def claim_sqlite(
     owner: str,
     token_prefix: str,
     lease_seconds: float,
-) -> list[Claimed]:
-    """`claim` on SQLite's driver, inside a transaction holding the write lock."""
+) -> dict[str, Any] | None:
+    """A claim of up to `limit` due deliveries of `steps` (None: nothing to claim), for `claim`
+    or `claim_sqlite`. Each lease gets its own token (`token_prefix` + id): an ack or a retry
+    only applies while the token still matches, so a delivery whose lease expired cannot be
+    acked twice."""
     step_list = list(steps)
     if limit <= 0 or not step_list:
-        return []
-    params = {
-        **_CLAIM_SQLITE_CONSTANTS,
-        "steps": _json.dumps(step_list),
-        "now": now,
-        "limit": limit,
-        "token_prefix": token_prefix,
-        "owner": owner,
-        "expires_at": now + lease_seconds,
-    }
-    with own_errors():
-        return _claimed(db.execute(_CLAIM_SQLITE_SQL, params).fetchall())
-
-
-async def claim(
-    conn: AsyncConnection,
-    *,
-    steps: Iterable[str],
-    limit: int,
-    now: float,
-    owner: str,
-    token_prefix: str,
-    lease_seconds: float,
-) -> list[Claimed]:
-    """Lease up to `limit` due deliveries of `steps` in one statement (SKIP LOCKED on Postgres).
-
-    Each lease gets its own token (`token_prefix` + id): an ack or a retry only applies while
-    the token still matches, so a delivery whose lease expired cannot be acked twice.
-    """
-    step_list = list(steps)
-    if limit <= 0 or not step_list:
-        return []
-    params = {
+        return None
+    return {
         "steps": step_list,
         "now": now,
         "limit": limit,
@@ -594,6 +565,22 @@ async def claim(
         "owner": owner,
         "expires_at": now + lease_seconds,
     }
+
+
+def claim_sqlite(db: sqlite3.Connection, params: dict[str, Any] | None) -> list[Claimed]:
+    """`claim` on SQLite's driver, inside a transaction holding the write lock."""
+    if params is None:
+        return []
+    bound = {**_CLAIM_SQLITE_CONSTANTS, **params, "steps": _json.dumps(params["steps"])}
+    with own_errors():
+        return _claimed(db.execute(_CLAIM_SQLITE_SQL, bound).fetchall())
+
+
+async def claim(conn: AsyncConnection, params: dict[str, Any] | None) -> list[Claimed]:
+    """Lease the deliveries `params` (`claim_params`) asks for, in one statement (SKIP LOCKED
+    on Postgres)."""
+    if params is None:
+        return []
     if conn.dialect.name == "postgresql":
         rows: Sequence[Sequence[Any]] = await pg_rows(conn, _CLAIM_PG_SQL, params)
     else:

@@ -344,7 +344,7 @@ class Worker:
             await self._rescue(now)
         prefix = f"{self.owner}:{next(self._claims)}:"
         claim = functools.partial(
-            _store.claim,
+            _store.claim_params,
             now=now,
             owner=self.owner,
             token_prefix=prefix,
@@ -364,7 +364,7 @@ class Worker:
                 await _store.lock_step_claims(conn, step)
                 room = min(room, cap - await _store.running_count(conn, step, now))
                 if room > 0:
-                    out += await claim(conn, steps=[step], limit=room)
+                    out += await _store.claim(conn, claim(steps=[step], limit=room))
         return out
 
     async def _claim_free(
@@ -373,9 +373,7 @@ class Worker:
         if self.runtime.is_sqlite:
             # On the driver: the write lock is never held across a loop turn by a claim.
             async with driver_transaction(self.runtime.engine) as db:
-                return _store.claim_sqlite(
-                    db, steps=self._free_steps, limit=limit, **claim.keywords
-                )
+                return _store.claim_sqlite(db, claim(steps=self._free_steps, limit=limit))
         # Postgres: one statement in autocommit, one round trip instead of three (BEGIN, the
         # claim, COMMIT). If its answer never comes (the connection cut, the task cancelled),
         # the server may have leased deliveries to us that we never heard of: they are given
@@ -383,7 +381,7 @@ class Worker:
         # waiting for their leases to expire.
         try:
             async with one_statement(self.runtime.engine) as conn:
-                return list(await claim(conn, steps=self._free_steps, limit=limit))
+                return await _store.claim(conn, claim(steps=self._free_steps, limit=limit))
         except BaseException:
             self._unsure_claims.add(prefix)
             self._returns_waiting.set()
