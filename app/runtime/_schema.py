@@ -75,7 +75,8 @@ deliveries = Table(
     Column("lease_owner", String(120), nullable=True),
     Column("lease_expires_at", Double, nullable=True),
     Column("message_group_id", String(MAX_GROUP_ID), nullable=True),
-    Column("dedupe_key", String(255), nullable=True, unique=True),
+    # Cron firings only: one delivery per step and firing time (see the partial index below).
+    Column("dedupe_key", String(255), nullable=True),
     Column("trace_id", String(64), nullable=False),
     Column("errors", Text, nullable=False, default="[]"),  # JSON list, one entry per failure
     Column("created_at", Double, nullable=False),
@@ -94,6 +95,15 @@ deliveries = Table(
         postgresql_where=text("message_group_id IS NOT NULL"),
     ),
     Index("ix_stepwise_deliveries_trace_id", "trace_id"),
+    # Only the rows that have a key: every other delivery's NULL would cost an index entry on
+    # every emit.
+    Index(
+        "uq_stepwise_deliveries_dedupe_key",
+        "dedupe_key",
+        unique=True,
+        sqlite_where=text("dedupe_key IS NOT NULL"),
+        postgresql_where=text("dedupe_key IS NOT NULL"),
+    ),
     # Acks, renewals and give-backs find their deliveries by lease token, never by scanning the
     # running ones (on Postgres a status's index entries include every dead version).
     Index(

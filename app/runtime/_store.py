@@ -368,7 +368,8 @@ async def insert_cron_firing(
             "INSERT INTO stepwise_deliveries (event_id, step, topic, status, attempts, "
             "max_attempts, available_at, dedupe_key, trace_id, errors, created_at) "
             "VALUES (NULL, :step, NULL, 'pending', 0, :max, :avail, :key, :trace, '[]', :now) "
-            "ON CONFLICT (dedupe_key) DO NOTHING"
+            # The partial unique index's own predicate: how both databases find it.
+            "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
         ),
         {
             "step": step,
