@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -46,9 +47,10 @@ class Handoff:
     """New deliveries an emit of this process leases to its own worker, in the emit's transaction.
 
     Offered only while the worker's claim loop sits idle (it found nothing due, so nothing older
-    is overtaken), up to the worker's free capacity, and taking only what a claim would take at
-    once: a delivery due now, of a step without a concurrency limit, in no message group. Once the
-    emit commits the handlers start at once: no wake-up, no claim, no second transaction.
+    is overtaken), up to the worker's free capacity plus its prefetch (those wait in order for a
+    free slot), and taking only what a claim would take at once: a delivery due now, of a step
+    without a concurrency limit, in no message group. Once the emit commits the handlers start
+    at once: no wake-up, no claim, no second transaction.
     Durability is unchanged: the delivery is in the database, leased like a claimed one, and a
     crash before it is done leaves it to be claimed again when the lease expires (at once when
     the process restarts).
@@ -141,8 +143,17 @@ class Worker:
         self._capacity = asyncio.Event()
         # Leased by us until committed (renewed, given back at shutdown)...
         self._held: dict[str, Claimed] = {}
-        # ...of which this many have a handler running: the concurrency limit counts these.
+        # ...of which this many are ours to run (running, taken by an emit being committed, or
+        # prefetched): a claim only fills what this leaves of the concurrency limit.
         self._busy = 0
+        # Handed over by an emit beyond the concurrency limit, leased to us, in order: each
+        # starts as a handler finishes. An emit of this process may hand over up to
+        # `concurrency + prefetch` deliveries, so that a burst's overflow needs no claim (no
+        # second transaction, no disk sync) before it runs; a crash leaves them leased, to be
+        # run again like any claimed delivery.
+        self.prefetch = self.concurrency
+        self._prefetched: collections.deque[Claimed] = collections.deque()
+        self._running = 0  # handlers started and not finished: at most `concurrency`
         self._poll = runtime.poll_seconds
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._done: asyncio.Queue[_Done] = asyncio.Queue()
@@ -204,20 +215,32 @@ class Worker:
 
     def handoff(self) -> Handoff | None:
         """An offer to take an emit's new deliveries in its transaction, or None (busy)."""
-        room = self.concurrency - self._busy
+        room = self.concurrency + self.prefetch - self._busy
         if not self._waiting or self._stopping or room <= 0:
             return None
         return Handoff(self, room, self.runtime.clock.now())
 
     def _adopt(self, claims: list[Claimed]) -> None:
-        """Run deliveries handed over by an emit that committed (already leased to us)."""
+        """Run deliveries handed over by an emit that committed (already leased to us); those
+        beyond the concurrency limit wait here, in order, for a handler to finish."""
         self.handed_over += len(claims)
         for item in claims:
             self._held[item.lease_token] = item
             if self._stopping:  # given back with the rest at the end of `stop`
                 self._busy -= 1
-                continue
-            self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
+            elif self._running < self.concurrency:
+                self._start(item)
+            else:
+                self._prefetched.append(item)
+
+    def _start(self, item: Claimed) -> None:
+        self._running += 1  # counted now: the task may not have started when the next comes
+        self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
+
+    def _start_prefetched(self) -> None:
+        """A handler finished: the next delivery waiting here takes its place."""
+        if self._prefetched and not self._stopping:
+            self._start(self._prefetched.popleft())
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let running handlers finish within `grace` seconds; give back the rest."""
@@ -300,7 +323,7 @@ class Worker:
                 for item in claimed:
                     self._held[item.lease_token] = item
                     self._busy += 1
-                    self._tasks[item.lease_token] = asyncio.create_task(self._run(item))
+                    self._start(item)
                 if claimed:
                     self._vacuum_when_due(len(claimed))
                     # Busy: look again soon even without a wake-up (SQLite across processes).
@@ -489,7 +512,9 @@ class Worker:
         finally:
             unit.closed = True
             self._busy -= 1
+            self._running -= 1
             self._capacity.set()
+            self._start_prefetched()
         try:
             if outage is not None:
                 # The database failed, not the handler: this attempt does not count.

@@ -188,6 +188,47 @@ def _sqlite(url: str) -> Iterator[sqlite3.Connection]:
         db.close()
 
 
+BURST_STEPS = {
+    "burst_step.py": """
+        import asyncio
+        RUNNING = 0
+        PEAK = 0
+        STARTED = []
+        config = {"name": "Burst", "type": "event", "subscribes": ["job.burst"]}
+        async def handler(event, ctx):
+            global RUNNING, PEAK
+            RUNNING += 1
+            PEAK = max(PEAK, RUNNING)
+            STARTED.append(event.data["n"])
+            try:
+                await asyncio.sleep(0.02)
+                await ctx.state.set("done", event.id, event.data["n"])
+            finally:
+                RUNNING -= 1
+    """,
+}
+
+
+async def test_a_burst_beyond_the_concurrency_limit_is_prefetched_in_order(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """An idle worker takes up to twice its concurrency from its process's emit: the overflow
+    waits in the worker, in order, for a free slot (no claim, no second transaction), never
+    more than `concurrency` handlers run at once, and what is beyond that goes to a claim."""
+    async with step_app(tmp_path, sqlite_url, BURST_STEPS, worker_concurrency=2) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        worker = runtime.worker
+        assert worker is not None
+        await eventually(lambda: _async(worker._waiting))
+        await runtime.emit_many([{"topic": "job.burst", "data": {"n": n}} for n in range(5)])
+        assert worker.handed_over == 4  # concurrency 2 + prefetch 2; the fifth is claimed
+        await eventually(lambda: _count(runtime, 5))
+        module = runtime.registry.by_name["Burst"].handler.fn.__globals__  # type: ignore[union-attr]
+        assert module["PEAK"] == 2
+        assert module["STARTED"] == [0, 1, 2, 3, 4]
+        assert sorted((await done(runtime)).values()) == [0, 1, 2, 3, 4]
+
+
 async def _async(value: Any) -> Any:
     return value
 
