@@ -8,7 +8,7 @@ import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     Double,
@@ -63,8 +63,7 @@ async def apply_state_ops(conn: AsyncConnection, ops: Sequence[StateOp], now: fl
         return
     if conn.dialect.name == "sqlite":
         # Inside a transaction holding the write lock: straight to the driver, as the emits.
-        with own_errors():
-            _apply_state_ops_sqlite(driver_connection(conn), ops, now)
+        apply_state_ops_sqlite(driver_connection(conn), ops, now)
         return
     for kind, run in _runs_of_one_kind(ops):
         if kind == "set":
@@ -464,20 +463,17 @@ def _fifo_head(table: Any) -> Any:
     )
 
 
-def _claim_statement(*, steps: str = "expanding") -> Any:
-    """Built once: every claim only binds its parameters (a compiled-cache hit). `steps`: how
-    the steps are bound, "expanding" (one parameter each), "array" (Postgres: one array,
-    `= ANY`) or "json" (SQLite: one JSON array, `json_each`); with one parameter the SQL text
-    is the same whatever their number."""
+def _claim_statement(*, steps: Literal["array", "json"]) -> Any:
+    """The claim, compiled once per database and sent to its driver. `steps`: how the steps
+    are bound, "array" (Postgres: one array, `= ANY`) or "json" (SQLite: one JSON array,
+    `json_each`); one parameter, so the SQL text is the same whatever their number."""
     candidate = deliveries.alias("candidate")
     if steps == "array":
         in_steps = candidate.c.step == func.any(bindparam("steps"))
-    elif steps == "json":
+    else:
         in_steps = candidate.c.step.in_(
             select(literal_column("value")).select_from(func.json_each(bindparam("steps")))
         )
-    else:
-        in_steps = candidate.c.step.in_(bindparam("steps", expanding=True))
     ids = (
         select(candidate.c.id)
         .where(
@@ -518,7 +514,6 @@ def _claim_statement(*, steps: str = "expanding") -> Any:
     )
 
 
-_CLAIM = _claim_statement()
 # Postgres: the claim's transaction commits without waiting for its WAL to reach the disk (set
 # here, once per statement, to spare a round trip for a SET LOCAL). A claim lost to a server
 # crash is a lease that never was: the delivery is pending again after recovery, and the
@@ -532,8 +527,9 @@ _CLAIM_PG_SQL = str(
 )
 
 
-# SQLite: compiled once for the driver's named parameters, sent inside `driver_transaction`
-# (no loop turn while the claim holds the write lock; through SQLAlchemy, the statement took one).
+# SQLite: compiled once for the driver's named parameters, sent to the driver inside a
+# transaction holding the write lock (`driver_transaction`, or a limited step's claim): no loop
+# turn while the claim holds the lock (through SQLAlchemy, the statement took one).
 _CLAIM_SQLITE = _claim_statement(steps="json").compile(
     dialect=SQLiteDialect_pysqlite(paramstyle="named")
 )
@@ -582,11 +578,9 @@ async def claim(conn: AsyncConnection, params: dict[str, Any] | None) -> list[Cl
     on Postgres)."""
     if params is None:
         return []
-    if conn.dialect.name == "postgresql":
-        rows: Sequence[Sequence[Any]] = await pg_rows(conn, _CLAIM_PG_SQL, params)
-    else:
-        rows = (await conn.execute(_CLAIM, params)).all()
-    return _claimed(rows)
+    if conn.dialect.name != "postgresql":
+        return claim_sqlite(driver_connection(conn), params)
+    return _claimed(await pg_rows(conn, _CLAIM_PG_SQL, params))
 
 
 def _claimed(rows: Iterable[Sequence[Any]]) -> list[Claimed]:
@@ -642,8 +636,7 @@ async def ack(conn: AsyncConnection, tokens: Sequence[str], now: float) -> set[i
     if not tokens:
         return set()
     if conn.dialect.name == "sqlite":
-        with own_errors():
-            return _ack_sqlite(driver_connection(conn), tokens, now)
+        return ack_sqlite(driver_connection(conn), tokens, now)
     result = await conn.execute(_ACK, {"tokens": list(tokens), "now": now})
     return {row[0] for row in result}
 
