@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     func,
     literal_column,
+    null,
     or_,
     select,
     text,
@@ -28,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ColumnElement, Update
 
 from . import _json
 from ._db import own_errors, pg_rows
@@ -641,44 +643,41 @@ async def ack(conn: AsyncConnection, tokens: Sequence[str], now: float) -> set[i
     return {row[0] for row in result}
 
 
-@functools.lru_cache(maxsize=64)
-def _sqlite_ack(tokens: int) -> str:
-    """_ACK for SQLite's driver, with `tokens` placeholders."""
-    marks = ", ".join(["?"] * tokens)
-    # Only placeholders are joined here: the tokens travel as parameters.
-    return (
-        "UPDATE stepwise_deliveries SET status = 'done', lease_token = NULL, "  # noqa: S608
-        f"lease_expires_at = NULL, finished_at = ? WHERE lease_token IN ({marks}) RETURNING id"
-    )
-
-
 def ack_sqlite(db: sqlite3.Connection, tokens: Sequence[str], now: float) -> set[int]:
     """`ack` on SQLite's driver, inside a transaction holding the write lock."""
+    if not tokens:
+        return set()
     with own_errors():
-        return _ack_sqlite(db, tokens, now)
-
-
-def _ack_sqlite(db: sqlite3.Connection, tokens: Sequence[str], now: float) -> set[int]:
-    done: set[int] = set()
-    for start in range(0, len(tokens), _ROWS_PER_INSERT):
-        chunk = tokens[start : start + _ROWS_PER_INSERT]
-        done.update(row[0] for row in db.execute(_sqlite_ack(len(chunk)), (now, *chunk)))
-    return done
+        rows = db.execute(_ACK_SQLITE_SQL, {"tokens": _json.dumps(list(tokens)), "now": now})
+        return {row[0] for row in rows}
 
 
 # A delivery holds a lease token exactly while it runs (every way out of `running` clears it):
 # the acks, renewals and give-backs below look their deliveries up by token alone, through
 # ix_stepwise_deliveries_lease, never by the running status's index entries.
-_ACK = (
-    update(deliveries)
-    .where(deliveries.c.lease_token.in_(bindparam("tokens", expanding=True)))
-    .values(
-        status="done",
-        lease_token=None,
-        lease_expires_at=None,
-        finished_at=bindparam("now", type_=Double),
+def _ack_statement(tokens: ColumnElement[bool]) -> Update:
+    return (
+        update(deliveries)
+        .where(tokens)
+        .values(
+            # Constants written into the SQL: the only parameters are the ack's own.
+            status=literal_column("'done'"),
+            lease_token=null(),
+            lease_expires_at=null(),
+            finished_at=bindparam("now", type_=Double),
+        )
+        .returning(deliveries.c.id)
     )
-    .returning(deliveries.c.id)
+
+
+_ACK = _ack_statement(deliveries.c.lease_token.in_(bindparam("tokens", expanding=True)))
+# SQLite's driver: the tokens bound as one JSON array, so one statement for any number of them.
+_ACK_SQLITE_SQL = str(
+    _ack_statement(
+        deliveries.c.lease_token.in_(
+            select(literal_column("value")).select_from(func.json_each(bindparam("tokens")))
+        )
+    ).compile(dialect=SQLiteDialect_pysqlite(paramstyle="named"))
 )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import event, text
 
 from app.runtime import Runtime, _store
+from app.runtime._db import write_transaction
 from tests.runtime.conftest import step_app
 from tests.support import eventually, runtime_of
 
@@ -166,3 +167,37 @@ async def test_busy_postgres_workers_vacuum_the_queue_table_themselves(
 
 async def _more(count: Any, than: int) -> bool:
     return bool(await count > than)
+
+
+async def test_an_ack_finds_its_leases_by_token_however_many(
+    tmp_path: Path, any_db_url: str
+) -> None:
+    """One ack of 1,100 leases (and a token no lease holds) marks exactly those deliveries done,
+    in one statement on SQLite (its tokens bound as one JSON array), through the lease index."""
+    async with step_app(tmp_path, any_db_url, STEPS, role="api") as client:
+        runtime: Runtime = runtime_of(client)
+        await runtime.emit_many([{"topic": "noop", "data": {}}] * 1200)
+        now = time.time()
+        params = _store.claim_params(
+            steps=["Noop"], limit=1200, now=now, owner="t", token_prefix="t:", lease_seconds=60
+        )
+        async with write_transaction(runtime.engine) as conn:
+            claimed = await _store.claim(conn, params)
+            tokens = [c.lease_token for c in claimed[:1100]]
+            done = await _store.ack(conn, [*tokens, "t:no-such-lease"], now)
+        async with runtime.read_connection() as conn:
+            statuses = dict(
+                (
+                    await conn.execute(
+                        text("SELECT status, count(*) FROM stepwise_deliveries GROUP BY status")
+                    )
+                ).all()
+            )
+        if runtime.is_sqlite:
+            plan = await _plan(
+                runtime, _store._ACK_SQLITE_SQL, {"tokens": json.dumps(tokens[:2]), "now": now}
+            )
+            assert "ix_stepwise_deliveries_lease" in plan, plan
+    assert len(claimed) == 1200
+    assert done == {c.id for c in claimed[:1100]}
+    assert statuses == {"done": 1100, "running": 100}
