@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-_RETRY_FIRST = 0.0005
-_RETRY_MAX = 0.02
+# A write lock held by another process is tried for again every millisecond (the loop's timer
+# resolution): SQLite keeps no queue of waiters, and a writer that backed off further lost the
+# lock to one writing every few milliseconds (an API emitting a steady stream, against a worker
+# process backing off to 20 ms: p50 2.2 s at 5,400 events/s; with 1 ms, 14 ms).
+_RETRY_EVERY = 0.001
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:
@@ -120,7 +123,6 @@ class InlineConnection:
         a write outside any transaction): retrying it is safe because it did nothing.
         """
         deadline = None
-        delay = _RETRY_FIRST
         while True:
             try:
                 result = call()
@@ -136,8 +138,7 @@ class InlineConnection:
                 deadline = deadline or now + self._lock_timeout
                 if now >= deadline:
                     raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
+                await asyncio.sleep(_RETRY_EVERY)
 
     async def begin(self, statement: str, *, pause: bool = True) -> None:
         """BEGIN without a cursor (waiting, without blocking, for a lock held elsewhere).
