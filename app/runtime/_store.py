@@ -681,6 +681,52 @@ _ACK_SQLITE_SQL = str(
 )
 
 
+# Postgres: a group of deliveries whose only effects are state sets, done in one statement (in
+# autocommit: one round trip instead of BEGIN, the ack, the sets and COMMIT). The sets of a
+# delivery are written only if its ack went through (joined on the ids the ack returns), so a
+# delivery whose lease was lost leaves nothing; of several sets of one key the last one wins,
+# as applied in order.
+_PG_ACK_AND_SET_SQL = f"""
+    WITH acked AS (
+        {
+    _ack_statement(deliveries.c.lease_token == func.any(bindparam("tokens"))).compile(dialect=_PG)
+}
+    ), latest AS (
+        SELECT DISTINCT ON (o.g, o.k) o.g, o.k, o.v
+        FROM ROWS FROM (json_to_recordset(CAST(%(sets)s AS json))
+                        AS (d bigint, g text, k text, v text))
+             WITH ORDINALITY AS o(d, g, k, v, n)
+        JOIN acked ON acked.id = o.d
+        ORDER BY o.g, o.k, o.n DESC
+    ), written AS (
+        INSERT INTO stepwise_state (group_id, key, value, updated_at)
+        SELECT g, k, v, %(now)s FROM latest
+        ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value,
+                                                  updated_at = excluded.updated_at
+    )
+    SELECT id FROM acked
+"""  # noqa: S608 (compiled SQLAlchemy and constants only: the values travel as parameters)
+
+
+async def ack_and_set(
+    conn: AsyncConnection,
+    tokens: Sequence[str],
+    sets: Sequence[tuple[int, StateOp]],
+    now: float,
+) -> set[int]:
+    """Postgres, in autocommit: `ack` the leases and apply the state `sets` (each tagged with
+    its delivery's id, all of kind "set", in order) of the deliveries acked, atomically; returns
+    the ids acked."""
+    if not tokens:
+        return set()
+    params = {
+        "tokens": list(tokens),
+        "now": now,
+        "sets": _json.dumps([{"d": d, "g": o.group, "k": o.key, "v": o.value} for d, o in sets]),
+    }
+    return {row[0] for row in await pg_rows(conn, _PG_ACK_AND_SET_SQL, params)}
+
+
 @dataclass(slots=True)
 class Failure:
     token: str

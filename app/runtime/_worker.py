@@ -650,6 +650,16 @@ class Worker:
                     ops, emits, _ = _effects(successes, done_ids)
                     _store.apply_state_ops_sqlite(db, ops, now)
                     _store.insert_events_sqlite(db, emits, now, handoff)
+            elif self._only_state_sets(successes, failures, emitting):
+                # Postgres's usual group when handlers only write state: one statement.
+                sets = [
+                    (d.claimed.id, op)
+                    for d in successes
+                    for op in d.unit.ops  # type: ignore[union-attr]
+                ]
+                async with one_statement(self.runtime.engine) as conn:
+                    done_ids = await _store.ack_and_set(conn, tokens, sets, now)
+                emits = []
             else:
                 async with write_transaction(self.runtime.engine) as conn:
                     done_ids = await _store.ack(conn, tokens, now)
@@ -671,6 +681,18 @@ class Worker:
             if not d.result.done():
                 ids = failed_ids if d.failure is not None else done_ids
                 d.result.set_result(d.claimed.id in ids)
+
+    def _only_state_sets(
+        self, successes: Sequence[_Done], failures: Sequence[Failure], emitting: bool
+    ) -> bool:
+        """Postgres, a group of successes whose only effects are state sets."""
+        return (
+            not self.runtime.is_sqlite
+            and not failures
+            and not emitting
+            and not _any_stream_ops(successes)
+            and all(op.kind == "set" for d in successes for op in d.unit.ops)  # type: ignore[union-attr]
+        )
 
     async def _commit_alone(self, done: _Done) -> None:
         try:
