@@ -1,5 +1,5 @@
 """What the benchmarks share: a free loopback port, waiting for a server, stopping processes,
-one figure format."""
+the latency runs' steady stream of events, one figure format."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
 
@@ -47,11 +47,37 @@ def stop(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 30) -> None:
             proc.wait()
 
 
-def line(
-    backend: str, how: str, rate: float, p50: float, p99: float, n: int, at: str = "half load"
-) -> str:
+def latency_run(n: int, achieved: float, asked: float = 0.0) -> str:
+    """A latency run's description: its events, the load asked for and the rate achieved."""
+    return f"{n} events at {f'{asked:,.0f}/s' if asked else 'half load'}, {achieved:,.0f}/s"
+
+
+def line(backend: str, how: str, rate: float, p50: float, p99: float, run: str) -> str:
     """One line format for every throughput figure the event benchmarks print."""
     return (
         f"{backend:<9} {how:<22} {rate:>8,.0f} events/s   latency p50 {p50:6.2f} ms  "
-        f"p99 {p99:7.2f} ms  ({n} events at {at})"
+        f"p99 {p99:7.2f} ms  ({run})"
     )
+
+
+async def steady_stream(
+    rate: float, seconds: float, send: Callable[[int], Awaitable[None]], tick: float = 0.0
+) -> tuple[int, float]:
+    """Send `rate` events a second for `seconds` as a steady stream: event i is due `i / rate`
+    seconds after the start, and each `send(n)` call takes the n events that came due while the
+    previous call ran (as an API under load groups what arrives during a commit). `send` stamps
+    its events when it is called: the figure is emit -> handler start. `tick` is the least time
+    between two calls (0.01 sends the events of 10 ms as one burst, whose median event then waits
+    for half the burst to be handled whatever the speed). Returns the events sent and the rate
+    achieved (below `rate` when the producer cannot keep up)."""
+    total = max(1, round(rate * seconds))
+    sent = 0
+    start = time.perf_counter()
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        if due > sent:
+            await send(due - sent)
+            sent = due
+        next_at = max(start + sent / rate, time.perf_counter() + tick)
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    return sent, sent / (time.perf_counter() - start)

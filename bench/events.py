@@ -3,8 +3,9 @@
 For each backend, with one and two worker processes (`python -m app worker`):
   throughput: 10,000 events emitted as fast as possible (batches of 500), timed until the last
               delivery is done;
-  latency:    events emitted at half that rate (or --rate) for a few seconds, in a batch every
-              --tick seconds, each handler storing (start - emit) in ctx.state; p50 and p99.
+  latency:    a steady stream of events at half that rate (or --rate) for a few seconds, each
+              emit taking what came due while the previous one ran, each handler storing
+              (start - emit) in ctx.state; p50 and p99.
 SQLite's embedded mode (worker in the emitting process, woken directly) is measured too.
 With --peers, the same 10,000-job workload on Celery + Redis and on procrastinate, in this run.
 
@@ -37,8 +38,8 @@ from app.db import migrate  # noqa: E402
 from app.runtime import Runtime, RuntimeSettings, discover  # noqa: E402
 from app.runtime._db import create_engine  # noqa: E402
 from app.runtime._schema import deliveries  # noqa: E402
+from bench.common import latency_run, steady_stream, stop  # noqa: E402
 from bench.common import line as figure_line  # noqa: E402
-from bench.common import stop  # noqa: E402
 
 STEPS = ROOT / "bench" / "bench_steps"
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -123,9 +124,8 @@ async def throughput(runtime: Runtime, events: int) -> float:
     return events / (time.perf_counter() - start)
 
 
-# The latency run emits a batch every TICK seconds (--tick): 10 ms batches make bursts that
-# queue behind each other; smaller ticks are closer to a steady stream of requests.
-TICK = 0.01
+# The latency run's least time between two emits (--tick; see bench.common.steady_stream).
+TICK = 0.0
 # SQLite's `synchronous`: FULL (a disk sync a commit, the strict setting) unless --sqlite-synchronous
 # NORMAL (the project's default: WAL, safe from a process crash, not from a power cut).
 SQLITE_SYNCHRONOUS = "FULL"
@@ -133,17 +133,13 @@ SQLITE_SYNCHRONOUS = "FULL"
 RATE = 0.0
 
 
-async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float, float, int]:
+async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float, float, str]:
     await reset(runtime)
-    tick = TICK
-    per_tick = max(1, round(rate * tick))
-    sent = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        await runtime.emit_many([{"topic": "bench.tick", "data": {"t": time.time()}}] * per_tick)
-        sent += per_tick
-        next_at = start + (sent / per_tick) * tick
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+    async def send(n: int) -> None:
+        await runtime.emit_many([{"topic": "bench.tick", "data": {"t": time.time()}}] * n)
+
+    sent, achieved = await steady_stream(rate, seconds, send, TICK)
     await wait_done(runtime, sent)
     async with runtime.read_connection() as conn:
         values = [
@@ -153,11 +149,8 @@ async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float,
             )
         ]
     values.sort()
-    return statistics.median(values), values[int(len(values) * 0.99) - 1], len(values)
-
-
-def _at() -> str:
-    return f"{RATE:,.0f}/s" if RATE else "half load"
+    p50, p99 = statistics.median(values), values[int(len(values) * 0.99) - 1]
+    return p50, p99, latency_run(len(values), achieved, RATE)
 
 
 async def run_backend(
@@ -175,21 +168,19 @@ async def run_backend(
             # imports and start-up built is kept out of the collector's full passes.
             gc.freeze()
             rate = await throughput(embedded, events)
-            p50, p99, n = await latency(embedded, RATE or rate / 2, seconds)
+            p50, p99, how = await latency(embedded, RATE or rate / 2, seconds)
             await embedded.stop()
             gc.unfreeze()
-            lines.append(figure_line(backend, "embedded", rate, p50, p99, n, _at()))
+            lines.append(figure_line(backend, "embedded", rate, p50, p99, how))
         for count in worker_counts:
             procs = start_workers(url, count)
             try:
                 await asyncio.sleep(2.0)  # the workers are up
                 rate = await throughput(producer, events)
-                p50, p99, n = await latency(producer, RATE or rate / 2, seconds)
+                p50, p99, how = await latency(producer, RATE or rate / 2, seconds)
             finally:
                 stop(procs)
-            lines.append(
-                figure_line(backend, f"{count} worker process(es)", rate, p50, p99, n, _at())
-            )
+            lines.append(figure_line(backend, f"{count} worker process(es)", rate, p50, p99, how))
         await engine.dispose()
     return lines
 
@@ -206,7 +197,10 @@ async def main() -> None:
         "--peers", action="store_true", help="also run Celery+Redis and procrastinate"
     )
     parser.add_argument(
-        "--tick", type=float, default=TICK, help="seconds between batches in the latency run"
+        "--tick",
+        type=float,
+        default=TICK,
+        help="least seconds between two emits in the latency run (0: as soon as one returns)",
     )
     parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument(

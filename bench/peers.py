@@ -11,8 +11,8 @@ two worker processes:
                  concurrency PEERS_PROCRASTINATE_CONCURRENCY, an async task); the producer uses
                  `batch_defer_async` in batches of 500 (as bench/events.py emits).
 Measured as in bench/events.py: throughput = 10,000 jobs emitted as fast as the producer goes,
-timed until the table holds 10,000 rows; latency = jobs emitted at half that rate for a few
-seconds, p50/p99 of the recorded emit -> start latencies. Then the ratios of Stepwise's Postgres
+timed until the table holds 10,000 rows; latency = a steady stream of jobs at half that rate for
+a few seconds (bench.common.steady_stream), p50/p99 of the recorded emit -> start latencies. Then the ratios of Stepwise's Postgres
 two-worker events/s (same run) to each peer's.
 
     .venv/bin/python bench/events.py --peers          # Stepwise, then the peers and the ratios
@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import latency_run, steady_stream  # noqa: E402
 from bench.common import line as figure_line  # noqa: E402
 
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -218,25 +219,18 @@ async def throughput(
 
 async def latency(
     conn: psycopg.AsyncConnection, send: Send, rate: float, seconds: float, procs: Workers
-) -> tuple[float, float, int]:
-    """As bench/events.py: jobs sent every 10 ms at `rate`/s for `seconds`."""
+) -> tuple[float, float, str]:
+    """As bench/events.py: a steady stream of jobs at `rate`/s for `seconds`."""
     await reset(conn)
-    tick = 0.01
-    per_tick = max(1, round(rate * tick))
-    sent = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        await send(per_tick)
-        sent += per_tick
-        next_at = start + (sent / per_tick) * tick
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    sent, achieved = await steady_stream(rate, seconds, send)
     await wait_rows(conn, sent, procs)
     cur = await conn.execute("SELECT latency_ms FROM peers_jobs ORDER BY latency_ms")
     values = [float(v) for (v,) in await cur.fetchall()]
-    return statistics.median(values), values[int(len(values) * 0.99) - 1], len(values)
+    p50, p99 = statistics.median(values), values[int(len(values) * 0.99) - 1]
+    return p50, p99, latency_run(len(values), achieved)
 
 
-Result = tuple[float, float, float, int]  # events/s, p50 ms, p99 ms, latency sample size
+Result = tuple[float, float, float, str]  # events/s, p50 ms, p99 ms, the latency run
 
 
 async def measure(
@@ -245,8 +239,8 @@ async def measure(
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await warm_up(conn, send, procs)
         rate = await throughput(conn, send_all, events, procs)
-        p50, p99, n = await latency(conn, send, rate / 2, seconds, procs)
-    return rate, p50, p99, n
+        p50, p99, run = await latency(conn, send, rate / 2, seconds, procs)
+    return rate, p50, p99, run
 
 
 async def run_celery(events: int, seconds: float, log_dir: Path) -> Result:
@@ -352,14 +346,14 @@ async def run(events: int, stepwise_results: list[str], seconds: float = 5.0) ->
         with tempfile.TemporaryDirectory(prefix="peers_bench_") as tmp:
             for name, backend, how, runner in peers:
                 try:
-                    rate, p50, p99, n = await asyncio.wait_for(
+                    rate, p50, p99, run = await asyncio.wait_for(
                         runner(events, seconds, Path(tmp)), timeout=3 * PHASE_TIMEOUT
                     )
                 except (PeerError, TimeoutError, OSError, psycopg.Error) as exc:
                     print(f"{backend:<9} {how:<22} failed: {exc}", flush=True)
                     continue
                 rates[name] = rate
-                print(figure_line(backend, how, rate, p50, p99, n), flush=True)
+                print(figure_line(backend, how, rate, p50, p99, run), flush=True)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
     ours = stepwise_rate(stepwise_results)
