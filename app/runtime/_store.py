@@ -6,7 +6,7 @@ import contextlib
 import functools
 import itertools
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.expression import ColumnElement, Update
+from sqlalchemy.sql.expression import ColumnElement, Select, Update
 
 from . import _json
 from ._db import own_errors, pg_rows
@@ -875,22 +875,55 @@ class Due:
         return min(values) if values else None
 
 
-async def next_due(conn: AsyncConnection, steps: Iterable[str]) -> Due:
-    step_list = list(steps)
-    if not step_list:
-        return Due(None, None)
+def _due_statement(in_steps: Callable[[Any], ColumnElement[bool]]) -> Select[Any]:
+    """The earliest pending delivery's due time and the earliest lease's end, of some steps."""
     pending = (
         select(func.min(deliveries.c.available_at))
-        .where(_status_is(deliveries, "pending"), deliveries.c.step.in_(step_list))
+        .where(_status_is(deliveries, "pending"), in_steps(deliveries.c.step))
         .scalar_subquery()
     )
     leased = (
         select(func.min(deliveries.c.lease_expires_at))
-        .where(_status_is(deliveries, "running"), deliveries.c.step.in_(step_list))
+        .where(_status_is(deliveries, "running"), in_steps(deliveries.c.step))
         .scalar_subquery()
     )
-    row = (await conn.execute(select(pending, leased))).first()
+    return select(pending.label("pending"), leased.label("lease"))
+
+
+async def next_due(conn: AsyncConnection, steps: Iterable[str]) -> Due:
+    step_list = list(steps)
+    if not step_list:
+        return Due(None, None)
+    row = (await conn.execute(_due_statement(lambda step: step.in_(step_list)))).first()
     return Due(None, None) if row is None else Due(row[0], row[1])
+
+
+# Postgres: a claim that finds nothing answers `next_due` too, in the same round trip (a worker
+# that was woken for work another worker took, or that drained the queue, goes idle with the
+# timers it needs instead of asking for them). The two extra columns are NULL on claimed rows;
+# the last row, only when nothing was claimed, is NULLs then the two times.
+_CLAIM_OR_DUE_PG_SQL = f"""
+    WITH claimed AS ({_CLAIM_PG_SQL})
+    SELECT claimed.*, NULL, NULL FROM claimed
+    UNION ALL
+    SELECT {", ".join(["NULL"] * 12)}, due.pending, due.lease
+    FROM ({
+    _due_statement(lambda step: step == func.any(bindparam("all_steps"))).compile(dialect=_PG)
+}) AS due
+    WHERE NOT EXISTS (SELECT 1 FROM claimed)
+"""  # noqa: S608 (compiled SQLAlchemy and constants only: the values travel as parameters)
+
+
+async def claim_or_due(
+    conn: AsyncConnection, params: dict[str, Any] | None, all_steps: Sequence[str]
+) -> tuple[list[Claimed], Due | None]:
+    """Postgres, in autocommit: `claim`; when it leases nothing, also `next_due(all_steps)`."""
+    if params is None:
+        return [], None
+    rows = await pg_rows(conn, _CLAIM_OR_DUE_PG_SQL, {**params, "all_steps": list(all_steps)})
+    if len(rows) == 1 and rows[0][0] is None:
+        return [], Due(rows[0][12], rows[0][13])
+    return _claimed(rows), None
 
 
 # ---------------------------------------------------------------------------------------------

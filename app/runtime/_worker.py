@@ -186,6 +186,9 @@ class Worker:
         # head, its step's concurrency limit): each delivery that finishes wakes the loop.
         self._blocked = False
         self._blocked_wait = 0.01  # doubles while nothing of what is due can be claimed
+        # Postgres: the timers an empty claim answered with (`_store.claim_or_due`), for the
+        # idle wait that follows it; None: _idle asks the database.
+        self._due: _store.Due | None = None
         # Expired leases are queued again before a claim: when one is seen, and every second.
         self._rescue_wanted = False
         self._rescue_at = 0.0
@@ -365,6 +368,7 @@ class Worker:
         now = self.runtime.clock.now()
         if self._rescue_wanted or now >= self._rescue_at:
             await self._rescue(now)
+        self._due = None
         prefix = f"{self.owner}:{next(self._claims)}:"
         claim = functools.partial(
             _store.claim_params,
@@ -404,7 +408,12 @@ class Worker:
         # waiting for their leases to expire.
         try:
             async with one_statement(self.runtime.engine) as conn:
-                return await _store.claim(conn, claim(steps=self._free_steps, limit=limit))
+                if self._limited_steps:  # their claims follow: the timers come from _idle
+                    return await _store.claim(conn, claim(steps=self._free_steps, limit=limit))
+                out, self._due = await _store.claim_or_due(
+                    conn, claim(steps=self._free_steps, limit=limit), self._all_steps
+                )
+                return out
         except BaseException:
             self._unsure_claims.add(prefix)
             self._returns_waiting.set()
@@ -425,8 +434,10 @@ class Worker:
         first = True
         try:
             while not self._stopping:
-                async with self.runtime.read_connection() as conn:
-                    due = await _store.next_due(conn, self._all_steps)
+                due, self._due = self._due, None
+                if due is None or not first:
+                    async with self.runtime.read_connection() as conn:
+                        due = await _store.next_due(conn, self._all_steps)
                 now = self.runtime.clock.now()
                 if due.lease is not None and due.lease <= now:
                     self._rescue_wanted = True

@@ -60,8 +60,9 @@ async def test_a_claim_reads_the_queue_in_order_and_stops_at_its_limit_whatever_
         if runtime.is_sqlite:
             statement = _store._CLAIM_SQLITE_SQL
             params = {**_store._CLAIM_SQLITE_CONSTANTS, **params, "steps": '["Noop"]'}
-        else:
-            statement = _store._CLAIM_PG_SQL
+        else:  # the claim a worker sends: it answers the idle timers too when it finds nothing
+            statement = _store._CLAIM_OR_DUE_PG_SQL
+            params["all_steps"] = ["Noop"]
         plan = await _plan(runtime, statement, params)
     assert "ix_stepwise_deliveries_queue" in plan, plan
     if runtime.is_sqlite:
