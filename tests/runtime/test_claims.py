@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, text
 
 from app.runtime import Runtime, _store
-from app.runtime._db import write_transaction
+from app.runtime._db import one_statement, write_transaction
 from tests.runtime.conftest import step_app
 from tests.support import eventually, runtime_of
 
@@ -202,3 +203,32 @@ async def test_an_ack_finds_its_leases_by_token_however_many(
     assert len(claimed) == 1200
     assert done == {c.id for c in claimed[:1100]}
     assert statuses == {"done": 1100, "running": 100}
+
+
+async def test_a_postgres_claim_that_finds_nothing_answers_the_idle_timers(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """`claim_or_due`: a claim that leases something answers no timers; one that leases
+    nothing answers when the next pending delivery is due (a delayed one) and when the next
+    lease ends (the first claim's), in the same statement."""
+    async with step_app(tmp_path, pg_url, STEPS, role="api") as client:
+        runtime: Runtime = runtime_of(client)
+        await runtime.emit_many(
+            [{"topic": "noop", "data": {}}, {"topic": "noop", "data": {}, "delay": 60}]
+        )
+        now = time.time()  # the claims' clock: the first delivery is due, the second in 60 s
+
+        async def claim(owner: str) -> tuple[list[_store.Claimed], _store.Due | None]:
+            params = _store.claim_params(
+                steps=["Noop"], limit=5, now=now, owner=owner, token_prefix=f"{owner}:",
+                lease_seconds=15,
+            )  # fmt: skip
+            async with one_statement(runtime.engine) as conn:
+                return await _store.claim_or_due(conn, params, ["Noop"])
+
+        first, no_timers = await claim("a")
+        nothing, timers = await claim("b")
+    assert len(first) == 1 and no_timers is None
+    assert nothing == [] and timers is not None
+    assert timers.pending is not None and now + 58 < timers.pending <= now + 60
+    assert timers.lease == pytest.approx(now + 15)
