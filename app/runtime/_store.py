@@ -49,11 +49,14 @@ class StateOp:
     value: str | None = None  # JSON text for "set"
 
 
-_UPSERT_STATE = text(
-    "INSERT INTO stepwise_state (group_id, key, value, updated_at) "
-    "VALUES (:g, :k, :v, :t) "
+# A state set's conflict clause, for `_UPSERT_STATE` and `_PG_ACK_AND_SET_SQL`.
+_ON_STATE_CONFLICT = (
     "ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, "
     "updated_at = excluded.updated_at"
+)
+_UPSERT_STATE = text(
+    "INSERT INTO stepwise_state (group_id, key, value, updated_at) "  # noqa: S608 (constants)
+    f"VALUES (:g, :k, :v, :t) {_ON_STATE_CONFLICT}"
 )
 _DELETE_STATE = text("DELETE FROM stepwise_state WHERE group_id = :g AND key = :k")
 _CLEAR_STATE = text("DELETE FROM stepwise_state WHERE group_id = :g")
@@ -193,6 +196,17 @@ _PG_INSERT_EVENTS = text(
 _PG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 # Compiled once for psycopg's own paramstyle: sent with `_db.pg_rows`, not through SQLAlchemy.
 _PG_INSERT_EVENTS_SQL = str(_PG_INSERT_EVENTS.compile(dialect=_PG))
+
+# SQLite's driver binds :name placeholders from a dict.
+_SQLITE = SQLiteDialect_pysqlite(paramstyle="named")
+
+
+def _in_json_array(column: Any, name: str) -> ColumnElement[bool]:
+    """SQLite: `column` is one of the values of the JSON array bound as `name` (one parameter,
+    so the SQL text is the same whatever their number)."""
+    return column.in_(  # type: ignore[no-any-return]
+        select(literal_column("value")).select_from(func.json_each(bindparam(name)))
+    )
 
 
 class LeaseOffer(Protocol):
@@ -473,9 +487,7 @@ def _claim_statement(*, steps: Literal["array", "json"]) -> Any:
     if steps == "array":
         in_steps = candidate.c.step == func.any(bindparam("steps"))
     else:
-        in_steps = candidate.c.step.in_(
-            select(literal_column("value")).select_from(func.json_each(bindparam("steps")))
-        )
+        in_steps = _in_json_array(candidate.c.step, "steps")
     ids = (
         select(candidate.c.id)
         .where(
@@ -532,9 +544,7 @@ _CLAIM_PG_SQL = str(
 # SQLite: compiled once for the driver's named parameters, sent to the driver inside a
 # transaction holding the write lock (`driver_transaction`, or a limited step's claim): no loop
 # turn while the claim holds the lock (through SQLAlchemy, the statement took one).
-_CLAIM_SQLITE = _claim_statement(steps="json").compile(
-    dialect=SQLiteDialect_pysqlite(paramstyle="named")
-)
+_CLAIM_SQLITE = _claim_statement(steps="json").compile(dialect=_SQLITE)
 _CLAIM_SQLITE_SQL = str(_CLAIM_SQLITE)
 # The constants SQLAlchemy binds itself (SQLite's LIMIT comes with an OFFSET 0).
 _CLAIM_SQLITE_CONSTANTS = {k: v for k, v in _CLAIM_SQLITE.params.items() if v is not None}
@@ -673,11 +683,7 @@ def _ack_statement(tokens: ColumnElement[bool]) -> Update:
 _ACK = _ack_statement(deliveries.c.lease_token.in_(bindparam("tokens", expanding=True)))
 # SQLite's driver: the tokens bound as one JSON array, so one statement for any number of them.
 _ACK_SQLITE_SQL = str(
-    _ack_statement(
-        deliveries.c.lease_token.in_(
-            select(literal_column("value")).select_from(func.json_each(bindparam("tokens")))
-        )
-    ).compile(dialect=SQLiteDialect_pysqlite(paramstyle="named"))
+    _ack_statement(_in_json_array(deliveries.c.lease_token, "tokens")).compile(dialect=_SQLITE)
 )
 
 
@@ -701,8 +707,7 @@ _PG_ACK_AND_SET_SQL = f"""
     ), written AS (
         INSERT INTO stepwise_state (group_id, key, value, updated_at)
         SELECT g, k, v, %(now)s FROM latest
-        ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value,
-                                                  updated_at = excluded.updated_at
+        {_ON_STATE_CONFLICT}
     )
     SELECT id FROM acked
 """  # noqa: S608 (compiled SQLAlchemy and constants only: the values travel as parameters)
