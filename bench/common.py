@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import statistics
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -47,9 +48,15 @@ def stop(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 30) -> None:
             proc.wait()
 
 
-def latency_run(n: int, achieved: float, asked: float = 0.0) -> str:
-    """A latency run's description: its events, the load asked for and the rate achieved."""
-    return f"{n} events at {f'{asked:,.0f}/s' if asked else 'half load'}, {achieved:,.0f}/s"
+def latency_figures(
+    values: list[float], achieved: float, asked: float = 0.0
+) -> tuple[float, float, str]:
+    """A latency run's p50 and p99 of `values`, and its description: its events, the load asked
+    for (0: half load) and the rate achieved."""
+    values = sorted(values)
+    p50, p99 = statistics.median(values), values[int(len(values) * 0.99) - 1]
+    at = f"{asked:,.0f}/s" if asked else "half load"
+    return p50, p99, f"{len(values)} events at {at}, {achieved:,.0f}/s"
 
 
 def line(backend: str, how: str, rate: float, p50: float, p99: float, run: str) -> str:

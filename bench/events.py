@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import gc
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from app.db import migrate  # noqa: E402
 from app.runtime import Runtime, RuntimeSettings, discover  # noqa: E402
 from app.runtime._db import create_engine  # noqa: E402
 from app.runtime._schema import deliveries  # noqa: E402
-from bench.common import latency_run, steady_stream, stop  # noqa: E402
+from bench.common import latency_figures, steady_stream, stop  # noqa: E402
 from bench.common import line as figure_line  # noqa: E402
 
 STEPS = ROOT / "bench" / "bench_steps"
@@ -148,9 +147,7 @@ async def latency(runtime: Runtime, rate: float, seconds: float) -> tuple[float,
                 text("SELECT value FROM stepwise_state WHERE group_id = 'bench'")
             )
         ]
-    values.sort()
-    p50, p99 = statistics.median(values), values[int(len(values) * 0.99) - 1]
-    return p50, p99, latency_run(len(values), achieved, RATE)
+    return latency_figures(values, achieved, RATE)
 
 
 async def run_backend(

@@ -32,7 +32,6 @@ import ctypes
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import latency_run, steady_stream  # noqa: E402
+from bench.common import latency_figures, steady_stream  # noqa: E402
 from bench.common import line as figure_line  # noqa: E402
 
 PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -226,8 +225,7 @@ async def latency(
     await wait_rows(conn, sent, procs)
     cur = await conn.execute("SELECT latency_ms FROM peers_jobs ORDER BY latency_ms")
     values = [float(v) for (v,) in await cur.fetchall()]
-    p50, p99 = statistics.median(values), values[int(len(values) * 0.99) - 1]
-    return p50, p99, latency_run(len(values), achieved)
+    return latency_figures(values, achieved)
 
 
 Result = tuple[float, float, float, str]  # events/s, p50 ms, p99 ms, the latency run
